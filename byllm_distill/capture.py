@@ -1,0 +1,434 @@
+"""Transparent capture of `by llm()` calls.
+
+Contract: `Capture.call` / `Capture.acall` return exactly what `model.invoke` /
+`model.ainvoke` return and raise exactly what they raise. Building and storing the record
+happens beside the call: the record is queued to a background writer thread that commits
+batches to the store, and is flushed when the process exits. Any failure in capture is
+logged once per cause and counted (see drops.py); it never reaches the caller.
+
+What is recorded: the call site and contract fingerprint, the exact messages sent and the
+response schema (taken from the request byLLM hands to its provider when the call goes
+through `byllm.llm.Model`, else from the prompt byLLM built), the raw text answered, the
+parsed output, the arguments, latency, token usage, cost where litellm knows it, status
+and error. API keys are never stored: the request's `api_key` is not read, and any
+occurrence of the model's key in the record text is replaced before writing.
+Streaming calls (`stream=True`) pass through uncaptured.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.drops import DropLog
+from byllm_distill.errors import DistillError, SerializationError, StoreError
+from byllm_distill.serialize import to_jsonable
+from byllm_distill.sites import describe
+from byllm_distill.store import Record, Store
+
+log = logging.getLogger("byllm_distill")
+
+_active: contextvars.ContextVar[CallRecorder | None] = contextvars.ContextVar(
+    "byllm_distill_recorder", default=None
+)
+_REDACTED = "[REDACTED]"
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+@dataclass
+class CallRecorder:
+    """What the provider saw and answered during one `by llm()` call (all attempts)."""
+
+    params: dict[str, Any] | None = None
+    texts: list[str] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    cost: float | None = None
+    served_by: str | None = None
+
+    def observe(self, params: dict[str, Any], response: Any) -> None:
+        if self.params is None:
+            self.params = {"messages": params.get("messages"),
+                           "response_format": params.get("response_format")}
+        choices = _get(response, "choices") or []
+        message = _get(choices[0], "message") if choices else None
+        self.texts.append(str(_get(message, "content") or ""))
+        self.served_by = _get(response, "model") or self.served_by
+        usage = _get(response, "usage")
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = _get(usage, key)
+            if isinstance(value, int):
+                self.usage[key] = self.usage.get(key, 0) + value
+        cost = _response_cost(response)
+        if cost is not None:
+            self.cost = (self.cost or 0.0) + cost
+
+
+def _response_cost(response: Any) -> float | None:
+    hidden = getattr(response, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    if cost is None and hasattr(response, "_hidden_params"):
+        import litellm  # already imported by byLLM; here only for its price table
+
+        try:
+            cost = litellm.completion_cost(completion_response=response)
+        except Exception:  # noqa: BLE001 - unknown price is normal, not an error
+            cost = None
+    return float(cost) if isinstance(cost, int | float) else None
+
+
+def note_response(text: str, usage: dict[str, int] | None = None, model: str | None = None,
+                  cost: float | None = None) -> None:
+    """For byLLM models that do not go through a provider (offline teachers, students):
+    report the raw text answered so capture records it."""
+    recorder = _active.get()
+    if recorder is None:
+        return
+    recorder.texts.append(text)
+    for key, value in (usage or {}).items():
+        recorder.usage[key] = recorder.usage.get(key, 0) + int(value)
+    recorder.served_by = model or recorder.served_by
+    if cost is not None:
+        recorder.cost = (recorder.cost or 0.0) + cost
+
+
+_taps_installed = False
+
+
+def install_provider_taps() -> None:
+    """Observe each provider request/response of `byllm.llm.Model` for the active recorder.
+
+    byLLM keeps neither the exact request nor the token usage after `invoke` returns, so
+    capture wraps the two provider entry points (`model_call_no_stream` and its async
+    twin, the methods byLLM documents for subclasses to implement). Outside a capture the
+    wrappers only read a context variable.
+    """
+    global _taps_installed
+    if _taps_installed:
+        return
+    from byllm.llm import Model
+
+    sync_call = Model.model_call_no_stream
+    async_call = Model.model_call_no_stream_async
+
+    def model_call_no_stream(self: Any, params: dict) -> Any:
+        response = sync_call(self, params)
+        _observe(params, response)
+        return response
+
+    async def model_call_no_stream_async(self: Any, params: dict) -> Any:
+        response = await async_call(self, params)
+        _observe(params, response)
+        return response
+
+    Model.model_call_no_stream = model_call_no_stream
+    Model.model_call_no_stream_async = model_call_no_stream_async
+    _taps_installed = True
+
+
+def _observe(params: dict, response: Any) -> None:
+    recorder = _active.get()
+    if recorder is None:
+        return
+    try:
+        recorder.observe(params, response)
+    except Exception as exc:  # noqa: BLE001 - capture boundary: never break the call
+        log.debug("byllm-distill: could not read provider response: %r", exc)
+
+
+class _Writer(threading.Thread):
+    """Commits queued records in batches; opens the store lazily, in this thread."""
+
+    def __init__(self, config: DistillConfig, drops: DropLog) -> None:
+        super().__init__(name="byllm-distill-writer", daemon=True)
+        self.config = config
+        self.drops = drops
+        self.queue: queue.Queue[Record | threading.Event] = queue.Queue(maxsize=10_000)
+        self._store: Store | None = None
+        self._next_open = 0.0
+
+    def submit(self, record: Record) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.drops.add("capture queue full (store too slow)")
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        done = threading.Event()
+        self.queue.put(done)
+        return done.wait(timeout)
+
+    def run(self) -> None:
+        while True:
+            item = self.queue.get()
+            batch: list[Record] = []
+            events: list[threading.Event] = []
+            while True:
+                if isinstance(item, threading.Event):
+                    events.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= 256:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for event in events:
+                event.set()
+
+    def _write(self, batch: list[Record]) -> None:
+        if not batch:
+            return
+        for attempt in range(3):
+            try:
+                self._open().add_records(batch)
+                return
+            except StoreError as exc:
+                cause = str(exc)
+                if "locked" in cause and attempt < 2:
+                    time.sleep(0.5)
+                    continue
+                self.drops.add(_short_cause(cause), len(batch))
+                return
+            except Exception as exc:  # noqa: BLE001 - writer thread must survive anything
+                self.drops.add(f"unexpected {type(exc).__name__}: {exc}", len(batch))
+                return
+
+    def _open(self) -> Store:
+        if self._store is None:
+            if time.monotonic() < self._next_open:
+                raise StoreError("store unavailable (retrying shortly)")
+            try:
+                self._store = Store(self.config.database_url)
+            except StoreError:
+                self._next_open = time.monotonic() + 5.0
+                raise
+        return self._store
+
+
+def _short_cause(message: str) -> str:
+    for marker, cause in (("readonly", "store read-only"), ("unable to open", "store unavailable"),
+                          ("locked", "store locked"), ("full", "store full"),
+                          ("retrying shortly", "store unavailable")):
+        if marker in message:
+            return f"{cause}: {message}"
+    return message
+
+
+class Capture:
+    """Records calls for one process. Get the shared one with `get_capture()`."""
+
+    def __init__(self, config: DistillConfig) -> None:
+        self.config = config
+        self.drops = DropLog(config.data_dir)
+        self._writer: _Writer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.capture
+
+    def _writer_thread(self) -> _Writer:
+        if self._writer is None:
+            with self._lock:
+                if self._writer is None:
+                    writer = _Writer(self.config, self.drops)
+                    writer.start()
+                    atexit.register(writer.flush)
+                    self._writer = writer
+        return self._writer
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything captured so far is written (or dropped)."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    # -- the call boundary ------------------------------------------------------------
+
+    def call(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
+        if not self.enabled or mt_run.stream:
+            return model.invoke(mt_run=mt_run)
+        pending = self._begin(model, mt_run)
+        if pending is None:
+            return model.invoke(mt_run=mt_run)
+        token = _active.set(pending.recorder)
+        start = time.perf_counter()
+        try:
+            result = model.invoke(mt_run=mt_run)
+        except BaseException as exc:
+            self._finish(pending, model, start, None, exc, source)
+            raise
+        finally:
+            _active.reset(token)
+        self._finish(pending, model, start, result, None, source)
+        return result
+
+    async def acall(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
+        if not self.enabled or mt_run.stream:
+            return await model.ainvoke(mt_run=mt_run)
+        pending = self._begin(model, mt_run)
+        if pending is None:
+            return await model.ainvoke(mt_run=mt_run)
+        token = _active.set(pending.recorder)
+        start = time.perf_counter()
+        try:
+            result = await model.ainvoke(mt_run=mt_run)
+        except BaseException as exc:
+            self._finish(pending, model, start, None, exc, source)
+            raise
+        finally:
+            _active.reset(token)
+        self._finish(pending, model, start, result, None, source)
+        return result
+
+    def _begin(self, model: Any, mt_run: Any) -> _Pending | None:
+        try:
+            install_provider_taps()
+            return _Pending(CallRecorder(), to_jsonable(mt_run.get_msg_list()), mt_run)
+        except Exception as exc:  # noqa: BLE001 - capture boundary
+            self.drops.add(f"cannot read the prompt: {type(exc).__name__}: {exc}")
+            return None
+
+    def _finish(self, pending: _Pending | None, model: Any, start: float, result: Any,
+                error: BaseException | None, source: str) -> None:
+        if pending is None:
+            return
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        try:
+            record = build_record(pending, model, result, error, latency_ms, source)
+        except SerializationError as exc:
+            self.drops.add(f"value does not serialize: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - capture boundary
+            self.drops.add(f"cannot build record: {type(exc).__name__}: {exc}")
+            return
+        try:
+            self._writer_thread().submit(record)
+        except Exception as exc:  # noqa: BLE001 - capture boundary
+            self.drops.add(f"cannot queue record: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _Pending:
+    recorder: CallRecorder
+    prompt: list[Any]
+    mt_run: Any
+
+
+def _args_json(mt_run: Any) -> dict[str, Any]:
+    """Arguments by parameter name (byLLM keys positional ones by index)."""
+    import inspect
+
+    mtir = mt_run.mtir
+    func = getattr(mtir.caller, "__func__", mtir.caller)
+    try:
+        names = [n for n in inspect.signature(func).parameters if n != "self"]
+    except (TypeError, ValueError):
+        names = []
+    out: dict[str, Any] = {}
+    for key, value in mtir.args.items():
+        name = names[key] if isinstance(key, int) and key < len(names) else str(key)
+        out[name] = to_jsonable(value)
+    caller_self = getattr(mtir.caller, "__self__", None)
+    if caller_self is not None:
+        out = {"self": to_jsonable(caller_self), **out}
+    return out
+
+
+def _secrets(model: Any) -> list[str]:
+    found = []
+    for value in (getattr(model, "api_key", None), (getattr(model, "config", None) or {}).get(
+            "api_key") if isinstance(getattr(model, "config", None), dict) else None):
+        if isinstance(value, str) and len(value) >= 4:
+            found.append(value)
+    return found
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if not secrets:
+        return value
+    text = json.dumps(value, ensure_ascii=False)
+    if not any(s in text for s in secrets):
+        return value
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return json.loads(text)
+
+
+def build_record(pending: _Pending, model: Any, result: Any, error: BaseException | None,
+                 latency_ms: float, source: str) -> Record:
+    recorder, mt_run = pending.recorder, pending.mt_run
+    site = describe(mt_run)
+    params = recorder.params or {}
+    messages = to_jsonable(params.get("messages")) if params.get("messages") else pending.prompt
+    schema = to_jsonable(params.get("response_format")) if params else site.schema
+    output = None if error is not None else to_jsonable(result)
+    if recorder.texts:
+        raw = recorder.texts[-1]
+    elif error is None:
+        raw = result if isinstance(result, str) else json.dumps(output, ensure_ascii=False)
+    else:
+        raw = None
+    usage = dict(recorder.usage)
+    if len(recorder.texts) > 1:
+        usage["attempts"] = len(recorder.texts)
+    secrets = _secrets(model)
+    return Record(
+        site=site.key,
+        fingerprint=site.fingerprint,
+        model=str(recorder.served_by or getattr(model, "model_name", type(model).__name__)),
+        source=source,
+        messages=_scrub(messages, secrets),
+        schema=schema,
+        args=_scrub(_args_json(mt_run), secrets),
+        output_raw=_scrub(raw, secrets),
+        output=_scrub(output, secrets),
+        latency_ms=round(latency_ms, 3),
+        usage=usage,
+        cost=recorder.cost,
+        status="error" if error is not None else "ok",
+        error=_scrub(f"{type(error).__name__}: {error}", secrets) if error is not None else None,
+    )
+
+
+_capture: Capture | None = None
+_capture_lock = threading.Lock()
+_disabled_reason_logged = False
+
+
+def get_capture() -> Capture | None:
+    """The process-wide `Capture`, or None when the configuration is invalid (logged)."""
+    global _capture, _disabled_reason_logged
+    if _capture is None:
+        with _capture_lock:
+            if _capture is None:
+                try:
+                    _capture = Capture(load_config())
+                except DistillError as exc:
+                    if not _disabled_reason_logged:
+                        _disabled_reason_logged = True
+                        log.warning("byllm-distill: capture is off for this run: %s", exc)
+                    return None
+    return _capture
+
+
+def reset_capture() -> None:
+    """Forget the process-wide `Capture` (after flushing it): config is re-read next call."""
+    global _capture
+    with _capture_lock:
+        if _capture is not None:
+            _capture.flush()
+        _capture = None

@@ -1,0 +1,182 @@
+"""The `byllm-distill` command line. It parses and prints; the work is in library modules.
+
+Every command's one-line docstring is its `--help` summary.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.drops import DropLog
+from byllm_distill.errors import DistillError
+from byllm_distill.store import Record, RecordFilter, Store
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into a one-line message and exit status 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DistillError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _config() -> DistillConfig:
+    try:
+        return load_config()
+    except DistillError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _store() -> Store:
+    return Store(_config().database_url)
+
+
+def record_filters(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--site", help="Only this call site (module.qualname)."),
+        click.option("--model", help="Only records answered by this model."),
+        click.option("--source", type=click.Choice(["teacher", "student", "shadow"]),
+                     help="Only records from this source."),
+        click.option("--status", type=click.Choice(["ok", "error"]),
+                     help="Only successful or failed calls."),
+        click.option("--since", help="Only records newer than this: 30m, 2h, 7d or an ISO date."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _filter(site: str | None, model: str | None, source: str | None, status: str | None,
+            since: str | None) -> RecordFilter:
+    return RecordFilter(site=site, model=model, source=source, status=status, since=since)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="byllm-distill")
+def main() -> None:
+    """Capture byLLM calls per call site and distil them into small local models."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@friendly_errors
+def status(as_json: bool) -> None:
+    """Show where data lives, whether capture is on, record and dropped counts."""
+    config = _config()
+    store = Store(config.database_url)
+    sites = store.site_summaries()
+    dropped = DropLog(config.data_dir).totals()
+    info = {
+        "capture": config.capture,
+        "data_dir": str(config.data_dir),
+        "store": store.display_url,
+        "records": store.count(),
+        "records_by_source": {s: store.count(RecordFilter(source=s))
+                              for s in ("teacher", "student", "shadow")},
+        "errors": store.count(RecordFilter(status="error")),
+        "sites": len({s.site for s in sites}),
+        "dropped": sum(dropped.values()),
+        "dropped_by_cause": dropped,
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"capture:  {'on' if config.capture else 'off'}")
+    click.echo(f"data dir: {info['data_dir']}")
+    click.echo(f"store:    {info['store']}")
+    click.echo(f"records:  {info['records']} ({info['errors']} failed calls) "
+               f"across {info['sites']} call sites")
+    click.echo(f"dropped:  {info['dropped']} records could not be stored")
+    for cause, count in sorted(dropped.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {count:>6}  {cause}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@friendly_errors
+def sites(as_json: bool) -> None:
+    """List call sites: key, contract fingerprint, record count, models, last seen."""
+    summaries = _store().site_summaries()
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+        return
+    if not summaries:
+        click.echo("No call sites captured yet. Run a Jac program that uses `by llm()`.")
+        return
+    click.echo(f"{'SITE':<40} {'FINGERPRINT':<16} {'RECORDS':>7}  {'LAST SEEN':<26} MODELS")
+    for s in summaries:
+        click.echo(f"{s.site:<40} {s.fingerprint:<16} {s.records:>7}  {s.last_seen[:26]:<26} "
+                   f"{', '.join(s.models)}")
+
+
+@main.group()
+def records() -> None:
+    """List, show and export captured records."""
+
+
+@records.command("list")
+@record_filters
+@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@friendly_errors
+def records_list(limit: int, **filters: Any) -> None:
+    """List records, newest first."""
+    rows = list(_store().iter_records(_filter(**filters), limit=limit, newest_first=True))
+    if not rows:
+        click.echo("No records match.")
+        return
+    click.echo(f"{'ID':<24} {'CREATED':<19} {'SITE':<32} {'MODEL':<18} {'SOURCE':<7} "
+               f"{'STATUS':<6} {'MS':>8}")
+    for r in rows:
+        click.echo(f"{r.id:<24} {r.created_at[:19]:<19} {r.site[:32]:<32} {r.model[:18]:<18} "
+                   f"{r.source:<7} {r.status:<6} {r.latency_ms:>8.1f}")
+
+
+@records.command("show")
+@click.argument("record_id")
+@friendly_errors
+def records_show(record_id: str) -> None:
+    """Print one record (full id or a unique prefix) as JSON."""
+    click.echo(json.dumps(_store().get_record(record_id).to_public(), indent=2,
+                          ensure_ascii=False))
+
+
+@records.command("export")
+@record_filters
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file instead of standard output.")
+@friendly_errors
+def records_export(out: Path | None, **filters: Any) -> None:
+    """Export records as JSONL, one record per line, oldest first."""
+    rows = _store().iter_records(_filter(**filters))
+    if out is None:
+        n = _write_jsonl(rows, sys.stdout)
+    else:
+        tmp = out.with_name(out.name + ".partial")
+        with tmp.open("w", encoding="utf-8") as fh:
+            n = _write_jsonl(rows, fh)
+        tmp.replace(out)
+        click.echo(f"Wrote {n} records to {out}", err=True)
+
+
+def _write_jsonl(rows: Any, fh: Any) -> int:
+    n = 0
+    for record in rows:
+        fh.write(json.dumps(Record.to_public(record), ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+if __name__ == "__main__":
+    main()

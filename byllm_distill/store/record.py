@@ -1,0 +1,74 @@
+"""One captured call, as stored and as exported.
+
+The export format (`records export`) is public and stable: one JSON object per line with
+the fields of `Record` in this order; JSON-valued fields are nested objects, not strings.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from byllm_distill.store.tables import JSON_COLUMNS
+
+SOURCES = ("teacher", "student", "shadow")
+STATUSES = ("ok", "error")
+
+
+def new_record_id() -> str:
+    """A 24-hex-digit id that sorts by creation time (ns clock, then randomness)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class Record:
+    site: str
+    fingerprint: str
+    model: str
+    messages: list[Any]
+    args: dict[str, Any]
+    latency_ms: float
+    source: str = "teacher"
+    schema: dict[str, Any] | None = None
+    output_raw: str | None = None
+    output: Any = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    cost: float | None = None
+    status: str = "ok"
+    error: str | None = None
+    id: str = field(default_factory=new_record_id)
+    created_at: str = field(default_factory=utc_now)
+
+    def to_public(self) -> dict[str, Any]:
+        """The stable export shape: `id` first, then the documented fields."""
+        data = asdict(self)
+        ordered = ["id", "site", "fingerprint", "model", "source", "messages", "schema",
+                   "args", "output_raw", "output", "latency_ms", "usage", "cost", "status",
+                   "error", "created_at"]
+        return {key: data[key] for key in ordered}
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        for column in JSON_COLUMNS:
+            row[column] = None if row[column] is None else json.dumps(
+                row[column], ensure_ascii=False, separators=(",", ":"), sort_keys=False
+            )
+        return row
+
+    @classmethod
+    def from_row(cls, row: Any) -> Record:
+        data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+        for column in JSON_COLUMNS:
+            if data.get(column) is not None:
+                data[column] = json.loads(data[column])
+        if data.get("usage") is None:
+            data["usage"] = {}
+        return cls(**data)

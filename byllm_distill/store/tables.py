@@ -1,0 +1,39 @@
+"""The current shape of the store's tables, for queries (migrations.py creates them)."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("site", sa.String(512)),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("model", sa.String(256)),
+    sa.Column("source", sa.String(16)),
+    sa.Column("messages", sa.Text),
+    sa.Column("schema", sa.Text),
+    sa.Column("args", sa.Text),
+    sa.Column("output_raw", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("usage", sa.Text),
+    sa.Column("cost", sa.Float),
+    sa.Column("status", sa.String(16)),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.String(40)),
+)
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("site", sa.String(512), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("contract", sa.Text),
+    sa.Column("first_seen", sa.String(40)),
+    sa.Column("last_seen", sa.String(40)),
+)
+
+# Columns holding JSON text; decoded when a record is read back.
+JSON_COLUMNS = ("messages", "schema", "args", "output", "usage")
