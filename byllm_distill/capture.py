@@ -157,13 +157,14 @@ class _Writer(threading.Thread):
         self.drops = drops
         self.queue: queue.Queue[Record | threading.Event] = queue.Queue(maxsize=10_000)
         self._store: Store | None = None
+        self._open_error: StoreError | None = None
         self._next_open = 0.0
 
     def submit(self, record: Record) -> None:
         try:
             self.queue.put_nowait(record)
         except queue.Full:
-            self.drops.add("capture queue full (store too slow)")
+            self.drops.add("capture queue full", 1, "the store is slower than the calls")
 
     def flush(self, timeout: float = 30.0) -> bool:
         done = threading.Event()
@@ -198,35 +199,40 @@ class _Writer(threading.Thread):
                 self._open().add_records(batch)
                 return
             except StoreError as exc:
-                cause = str(exc)
-                if "locked" in cause and attempt < 2:
+                cause = classify_store_error(str(exc))
+                if cause == "store locked" and attempt < 2:
                     time.sleep(0.5)
                     continue
-                self.drops.add(_short_cause(cause), len(batch))
+                self.drops.add(cause, len(batch), str(exc))
                 return
             except Exception as exc:  # noqa: BLE001 - writer thread must survive anything
-                self.drops.add(f"unexpected {type(exc).__name__}: {exc}", len(batch))
+                self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
                 return
 
     def _open(self) -> Store:
         if self._store is None:
-            if time.monotonic() < self._next_open:
-                raise StoreError("store unavailable (retrying shortly)")
+            if self._open_error is not None and time.monotonic() < self._next_open:
+                raise self._open_error
             try:
                 self._store = Store(self.config.database_url)
-            except StoreError:
+            except StoreError as exc:
+                # Retry opening at most every few seconds, not once per record.
+                self._open_error = exc
                 self._next_open = time.monotonic() + 5.0
                 raise
         return self._store
 
 
-def _short_cause(message: str) -> str:
-    for marker, cause in (("readonly", "store read-only"), ("unable to open", "store unavailable"),
-                          ("locked", "store locked"), ("full", "store full"),
-                          ("retrying shortly", "store unavailable")):
-        if marker in message:
-            return f"{cause}: {message}"
-    return message
+def classify_store_error(message: str) -> str:
+    """A short, stable cause for a store failure (the full message goes in the detail)."""
+    lowered = message.lower()
+    for marker, cause in (("readonly", "store read-only"), ("read-only", "store read-only"),
+                          ("locked", "store locked"), ("disk is full", "store full"),
+                          ("database or disk is full", "store full"),
+                          ("not a database", "store corrupt"), ("malformed", "store corrupt")):
+        if marker in lowered:
+            return cause
+    return "store unavailable"
 
 
 class Capture:
@@ -299,7 +305,7 @@ class Capture:
             install_provider_taps()
             return _Pending(CallRecorder(), to_jsonable(mt_run.get_msg_list()), mt_run)
         except Exception as exc:  # noqa: BLE001 - capture boundary
-            self.drops.add(f"cannot read the prompt: {type(exc).__name__}: {exc}")
+            self.drops.add("cannot read the prompt", 1, f"{type(exc).__name__}: {exc}")
             return None
 
     def _finish(self, pending: _Pending | None, model: Any, start: float, result: Any,
@@ -310,15 +316,15 @@ class Capture:
         try:
             record = build_record(pending, model, result, error, latency_ms, source)
         except SerializationError as exc:
-            self.drops.add(f"value does not serialize: {exc}")
+            self.drops.add("value does not serialize", 1, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - capture boundary
-            self.drops.add(f"cannot build record: {type(exc).__name__}: {exc}")
+            self.drops.add("cannot build record", 1, f"{type(exc).__name__}: {exc}")
             return
         try:
             self._writer_thread().submit(record)
         except Exception as exc:  # noqa: BLE001 - capture boundary
-            self.drops.add(f"cannot queue record: {type(exc).__name__}: {exc}")
+            self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -328,7 +334,7 @@ class _Pending:
     mt_run: Any
 
 
-def _args_json(mt_run: Any) -> dict[str, Any]:
+def args_json(mt_run: Any) -> dict[str, Any]:
     """Arguments by parameter name (byLLM keys positional ones by index)."""
     import inspect
 
@@ -393,7 +399,7 @@ def build_record(pending: _Pending, model: Any, result: Any, error: BaseExceptio
         source=source,
         messages=_scrub(messages, secrets),
         schema=schema,
-        args=_scrub(_args_json(mt_run), secrets),
+        args=_scrub(args_json(mt_run), secrets),
         output_raw=_scrub(raw, secrets),
         output=_scrub(output, secrets),
         latency_ms=round(latency_ms, 3),

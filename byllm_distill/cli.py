@@ -16,7 +16,7 @@ import click
 
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.drops import DropLog
-from byllm_distill.errors import DistillError
+from byllm_distill.errors import DistillError, StoreError
 from byllm_distill.store import Record, RecordFilter, Store
 
 
@@ -75,29 +75,40 @@ def main() -> None:
 def status(as_json: bool) -> None:
     """Show where data lives, whether capture is on, record and dropped counts."""
     config = _config()
-    store = Store(config.database_url)
-    sites = store.site_summaries()
     dropped = DropLog(config.data_dir).totals()
-    info = {
+    info: dict[str, Any] = {
         "capture": config.capture,
         "data_dir": str(config.data_dir),
-        "store": store.display_url,
-        "records": store.count(),
-        "records_by_source": {s: store.count(RecordFilter(source=s))
-                              for s in ("teacher", "student", "shadow")},
-        "errors": store.count(RecordFilter(status="error")),
-        "sites": len({s.site for s in sites}),
+        "store": config.database_url,
+        "store_error": None,
         "dropped": sum(dropped.values()),
         "dropped_by_cause": dropped,
     }
+    try:
+        store = Store(config.database_url)
+    except StoreError as exc:
+        # Status must still report drops when the store itself is what is broken.
+        info["store_error"] = str(exc)
+    else:
+        info.update({
+            "store": store.display_url,
+            "records": store.count(),
+            "records_by_source": {s: store.count(RecordFilter(source=s))
+                                  for s in ("teacher", "student", "shadow")},
+            "errors": store.count(RecordFilter(status="error")),
+            "sites": len({s.site for s in store.site_summaries()}),
+        })
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"capture:  {'on' if config.capture else 'off'}")
     click.echo(f"data dir: {info['data_dir']}")
     click.echo(f"store:    {info['store']}")
-    click.echo(f"records:  {info['records']} ({info['errors']} failed calls) "
-               f"across {info['sites']} call sites")
+    if info["store_error"]:
+        click.echo(f"          cannot be opened: {info['store_error']}")
+    else:
+        click.echo(f"records:  {info['records']} ({info['errors']} failed calls) "
+                   f"across {info['sites']} call sites")
     click.echo(f"dropped:  {info['dropped']} records could not be stored")
     for cause, count in sorted(dropped.items(), key=lambda kv: -kv[1]):
         click.echo(f"  {count:>6}  {cause}")

@@ -121,9 +121,11 @@ def _from_toml(root: Path) -> dict[str, object]:
 def load_config(start: Path | None = None, environ: dict[str, str] | None = None) -> DistillConfig:
     """Read defaults, then jac.toml, then the environment; raise `ConfigError` if invalid."""
     env = os.environ if environ is None else environ
-    values = _from_toml(project_root(start))
+    root = project_root(start)
+    values = _from_toml(root)
     for f in fields(DistillConfig):
         var = f.metadata["env"]
         if env.get(var, "") != "":
             values[f.name] = _coerce(f.name, env[var], f"environment variable {var}")
+    values.setdefault("home", root / DATA_DIR_NAME)
     return DistillConfig(**values)  # type: ignore[arg-type]

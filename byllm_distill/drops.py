@@ -1,7 +1,7 @@
 """Counting records that capture could not store.
 
 When the store is unavailable, locked, full, or a value will not serialize, the record is
-dropped (the user's call is untouched) and one JSON line `{"at", "cause", "count"}` is
+dropped (the user's call is untouched) and one JSON line `{"at", "cause", "count", "detail"}` is
 appended to `dropped.jsonl` in the data directory, or to a file in the system temp
 folder when the data directory itself cannot be written. `byllm-distill status` adds up
 both. Each distinct cause is logged once per process as a warning.
@@ -35,14 +35,16 @@ class DropLog:
     def files(self) -> list[Path]:
         return [self.data_dir / "dropped.jsonl", _fallback_file(self.data_dir)]
 
-    def add(self, cause: str, count: int = 1) -> None:
-        """Count `count` dropped records; never raises."""
-        line = json.dumps({"at": datetime.now(UTC).isoformat(), "cause": cause, "count": count})
+    def add(self, cause: str, count: int = 1, detail: str = "") -> None:
+        """Count `count` dropped records under a short `cause`; never raises."""
+        line = json.dumps({"at": datetime.now(UTC).isoformat(), "cause": cause, "count": count,
+                           "detail": detail})
         with self._lock:
             if cause not in self._warned:
                 self._warned.add(cause)
-                log.warning("byllm-distill: capture dropped a record (%s); the call itself "
-                            "was not affected. `byllm-distill status` shows the count.", cause)
+                log.warning("byllm-distill: capture dropped a record (%s%s); the call itself "
+                            "was not affected. `byllm-distill status` shows the count.",
+                            cause, f": {detail}" if detail else "")
             for path in self.files:
                 try:
                     with path.open("a", encoding="utf-8") as fh:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up byllm-distill for development or a demo: a Python 3.12 virtual environment in
+# .venv with the package installed editable and every extra (training, serving,
+# evaluation, tests). Idempotent: re-running is quick unless pyproject.toml changed.
+# Heavy wheels (torch ~5 GB, llama-cpp-python built once in ~5 min) come from pip's cache
+# after the first install on a machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3.12 python3 "$(command -v pyenv >/dev/null && pyenv which python3.12 2>/dev/null)"; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "setup: Python 3.12+ is required (jaclang and byLLM need it). Install it (e.g. 'pyenv install 3.12') or set PYTHON=/path/to/python3.12." >&2
+    return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+    py=$(find_python)
+    echo "setup: creating .venv with $($py --version)"
+    "$py" -m venv .venv
+fi
+
+stamp=.venv/.byllm-distill-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "setup: installing byllm-distill and its extras into .venv (first time: several minutes)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev]"
+    echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python --version), $(du -sh .venv 2>/dev/null | cut -f1) in .venv)"

@@ -1,0 +1,53 @@
+"""Capture failures never change what the user's call returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import byllm_distill
+from byllm_distill.config import load_config
+from byllm_distill.drops import DropLog
+from byllm_distill.store import Store
+
+
+class Opaque:
+    """An argument with no JSON form."""
+
+
+def test_unserializable_argument_is_dropped_and_counted(distill_home: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    model = Model(model_name="mockllm", config={"outputs": ["fine", "also fine"]})
+
+    @byllm_distill.by(model)
+    def describe(thing: object) -> str:
+        """Describe it."""
+
+    assert describe(Opaque()) == "fine"
+    assert describe(Opaque()) == "also fine"
+    assert byllm_distill.flush()
+    assert DropLog(load_config().data_dir).totals() == {"value does not serialize": 2}
+    warnings = [r for r in caplog.records if "capture dropped a record" in r.getMessage()]
+    assert len(warnings) == 1 and "Opaque" in warnings[0].getMessage()
+    assert Store(load_config().database_url).count() == 0
+
+
+def test_malformed_config_turns_capture_off_not_the_call(distill_home: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    monkeypatch.setenv("BYLLM_DISTILL_CAPTURE", "sometimes")
+    model = Model(model_name="mockllm", config={"outputs": ["ok"]})
+
+    @byllm_distill.by(model)
+    def greet(name: str) -> str:
+        """Greet."""
+
+    assert greet("x") == "ok"
+    assert any("capture is off for this run" in r.getMessage() for r in caplog.records)

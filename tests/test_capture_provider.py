@@ -1,0 +1,132 @@
+"""Capture through byLLM's real provider path, against a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import run_jac
+from openai_server import OpenAIServer
+
+import byllm_distill
+from byllm_distill.config import load_config
+from byllm_distill.store import Store
+
+SECRET = "sk-test-SECRET-5f1d2c9a"
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+@pytest.fixture
+def jac_loaded() -> None:
+    import jaclang  # noqa: F401 - loads byLLM and the byllm-distill plugin
+
+
+def _byllm():
+    from byllm.lib import Model
+
+    return Model
+
+
+def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill_home: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with OpenAIServer(model="gpt-4o-mini") as server:
+        server.answers.append("Paris")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_BASE", server.base_url)
+        model = _byllm()(model_name="openai/gpt-4o-mini", api_key=SECRET)
+
+        @byllm_distill.by(model)
+        def capital_of(country: str) -> str:
+            """Name the capital city of the country."""
+
+        assert capital_of("France") == "Paris"
+        assert byllm_distill.flush()
+
+    sent = server.requests[0]
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    assert headers["authorization"] == f"Bearer {SECRET}"  # the call really used the key
+    store = Store(load_config().database_url)
+    (record,) = list(store.iter_records())
+    assert record.site.endswith("capital_of")
+    assert record.output == "Paris" and record.output_raw == "Paris"
+    assert record.usage == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    assert record.cost is not None and record.cost > 0  # litellm's price for gpt-4o-mini
+    assert record.model == "gpt-4o-mini"
+    assert record.messages == sent["body"]["messages"]  # exactly what went over the wire
+    assert record.args == {"country": "France"}
+    store.close()
+    for path in distill_home.glob("distill.db*"):
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_http_client_path_and_structured_output(jac_loaded: None, distill_home: Path) -> None:
+    # byLLM's `http_client` mode posts straight to the endpoint with httpx. (Its `proxy`
+    # mode is not tested: byLLM 0.6.19 fails on the OpenAI client's response object.)
+    with OpenAIServer(model="local-teacher") as server:
+        server.answers.append('{"x": 2, "y": 5}')
+        model = _byllm()(model_name="local-teacher", api_key=SECRET,
+                         config={"http_client": True,
+                                 "base_url": server.base_url + "/chat/completions"})
+        @byllm_distill.by(model)
+        def pick(hint: str) -> Point:
+            """Pick a point."""
+
+        assert pick("top") == Point(x=2, y=5)
+        assert byllm_distill.flush()
+        body = server.requests[0]["body"]
+    (record,) = list(Store(load_config().database_url).iter_records())
+    assert record.output == {"x": 2, "y": 5}
+    assert record.output_raw == '{"x": 2, "y": 5}'
+    assert record.schema == body["response_format"]
+    assert record.usage["total_tokens"] == 18
+
+
+def test_jac_program_against_local_server(tmp_path: Path, distill_home: Path) -> None:
+    program = tmp_path / "ask.jac"
+    program.write_text(
+        'import from byllm.lib { Model }\n'
+        f'glob llm = Model(model_name="openai/gpt-4o-mini", api_key="{SECRET}");\n'
+        '"""Answer briefly."""\n'
+        'def ask(question: str) -> str by llm();\n'
+        'with entry { print(ask("Why is the sky blue?")); }\n'
+    )
+    with OpenAIServer() as server:
+        server.answers.append("Rayleigh scattering.")
+        result = run_jac(program, env={"OPENAI_BASE_URL": server.base_url,
+                                       "OPENAI_API_BASE": server.base_url})
+    assert result.returncode == 0, result.stderr
+    assert "Rayleigh scattering." in result.stdout
+    (record,) = list(Store(load_config().database_url).iter_records())
+    assert record.site == "ask.ask" and record.output == "Rayleigh scattering."
+    assert record.usage["completion_tokens"] == 7
+    blob = b"".join(p.read_bytes() for p in distill_home.glob("distill.db*"))
+    assert SECRET.encode() not in blob
+    assert json.dumps(record.to_public())  # exportable
+
+
+def test_failed_call_is_recorded_and_still_raises(jac_loaded: None, distill_home: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
+    model = _byllm()(model_name="openai/gpt-4o-mini", api_key=SECRET,
+                     call_params={"stream_num_retries": 0})
+
+    @byllm_distill.by(model)
+    def shout(text: str) -> str:
+        """Shout it."""
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever byLLM raises must pass through
+        shout("hi")
+    assert byllm_distill.flush()
+    (record,) = list(Store(load_config().database_url).iter_records())
+    assert record.status == "error" and record.error and record.output is None
+    assert SECRET not in json.dumps(record.to_public())
+    assert os.environ["BYLLM_DISTILL_HOME"] == str(distill_home)

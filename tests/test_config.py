@@ -1,0 +1,48 @@
+"""Configuration layering and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from byllm_distill.config import load_config
+from byllm_distill.errors import ConfigError
+
+
+def _project(tmp_path: Path, toml: str) -> Path:
+    (tmp_path / "jac.toml").write_text(toml)
+    sub = tmp_path / "src" / "deep"
+    sub.mkdir(parents=True)
+    return sub
+
+
+def test_defaults_use_project_root(tmp_path: Path) -> None:
+    start = _project(tmp_path, '[project]\nname = "x"\n')
+    config = load_config(start, environ={})
+    assert config.capture is True
+    assert config.data_dir == (tmp_path / ".byllm-distill").resolve()
+    assert config.database_url == f"sqlite:///{(tmp_path / '.byllm-distill' / 'distill.db')}"
+
+
+def test_jac_toml_then_env(tmp_path: Path) -> None:
+    start = _project(tmp_path, '[plugins.distill]\ncapture = false\nhome = "data"\n')
+    config = load_config(start, environ={})
+    assert config.capture is False
+    assert config.data_dir == (tmp_path / "data").resolve()
+    env = {"BYLLM_DISTILL_CAPTURE": "1", "BYLLM_DISTILL_HOME": str(tmp_path / "elsewhere")}
+    config = load_config(start, environ=env)
+    assert config.capture is True and config.data_dir == (tmp_path / "elsewhere").resolve()
+
+
+@pytest.mark.parametrize(("toml", "env", "message"), [
+    ('[plugins.distill]\ncaptur = true\n', {}, "unknown key [plugins.distill].captur"),
+    ('[plugins.distill]\ncapture = "maybe"\n', {}, "'capture' must be true/false"),
+    ('[plugins.distill\n', {}, "cannot parse"),
+    ('', {"BYLLM_DISTILL_CAPTURE": "perhaps"}, "BYLLM_DISTILL_CAPTURE"),
+    ('', {"BYLLM_DISTILL_STORE_URL": "/tmp/x.db"}, "is not a database URL"),
+])
+def test_bad_config_names_the_key(tmp_path: Path, toml: str, env: dict, message: str) -> None:
+    start = _project(tmp_path, toml)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(start, environ=env)

@@ -1,0 +1,64 @@
+"""The store: migrations, writes, reads, filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from byllm_distill.errors import NotFoundError, StoreError
+from byllm_distill.store import Record, RecordFilter, Store, parse_since
+from byllm_distill.store.migrations import MIGRATIONS
+
+
+def _record(site: str = "m.f", model: str = "gpt", status: str = "ok", **kw) -> Record:
+    return Record(site=site, fingerprint="fp", model=model, messages=[{"role": "user",
+                  "content": "hi"}], args={"a": 1}, latency_ms=1.5, status=status,
+                  output={"k": [1, 2]}, **kw)
+
+
+def test_migrations_run_once_and_are_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Store(url).close()
+    store = Store(url)  # a second open applies nothing new
+    with store.engine.connect() as conn:
+        names = [r[0] for r in conn.execute(sa.text("select name from _migrations"))]
+    assert names == [m.__name__ for m in MIGRATIONS]
+    mode = store.engine.connect().exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+
+
+def test_write_read_filter_roundtrip(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    records = [_record(), _record(site="m.g", model="claude"), _record(status="error",
+                                                                        error="boom")]
+    store.add_records(records)
+    assert store.count() == 3
+    assert store.count(RecordFilter(site="m.f")) == 2
+    assert store.count(RecordFilter(model="claude")) == 1
+    assert store.count(RecordFilter(status="error")) == 1
+    assert store.count(RecordFilter(source="student")) == 0
+    assert store.count(RecordFilter(since="1h")) == 3
+    assert store.count(RecordFilter(since="2999-01-01")) == 0
+    back = store.get_record(records[0].id)
+    assert back == records[0]
+    assert store.get_record(records[1].id[:20]).site == "m.g"
+    with pytest.raises(NotFoundError, match="does not exist"):
+        store.get_record("ffffffffffff")
+    summaries = {s.site: s for s in store.site_summaries()}
+    assert summaries["m.f"].records == 2 and summaries["m.g"].models == ["claude"]
+    newest = list(store.iter_records(limit=1, newest_first=True))
+    assert newest[0].id == records[-1].id
+
+
+def test_since_parsing() -> None:
+    assert parse_since("2026-01-02").startswith("2026-01-02T00:00:00")
+    with pytest.raises(StoreError, match="not understood"):
+        parse_since("last tuesday")
+
+
+def test_unopenable_store_raises_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(f"sqlite:///{tmp_path / 'file' / 'sub' / 's.db'}")
