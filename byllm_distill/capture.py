@@ -158,6 +158,7 @@ class _Writer(threading.Thread):
         self.queue: queue.Queue[Record | threading.Event] = queue.Queue(maxsize=10_000)
         self._store: Store | None = None
         self._open_error: StoreError | None = None
+        self._validation_warned = False
         self._next_open = 0.0
 
     def submit(self, record: Record) -> None:
@@ -194,6 +195,7 @@ class _Writer(threading.Thread):
     def _write(self, batch: list[Record]) -> None:
         if not batch:
             return
+        self._validate(batch)
         for attempt in range(3):
             try:
                 self._open().add_records(batch)
@@ -208,6 +210,20 @@ class _Writer(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - writer thread must survive anything
                 self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
                 return
+
+    def _validate(self, batch: list[Record]) -> None:
+        """Attach verdicts here, off the caller's thread; a record is stored either way."""
+        from byllm_distill.validators import registry
+
+        for record in batch:
+            try:
+                record.verdicts = registry.validate(record)
+            except Exception as exc:  # noqa: BLE001 - validation must not lose the record
+                if not self._validation_warned:
+                    self._validation_warned = True
+                    log.warning("byllm-distill: validators could not run (%s: %s); records are "
+                                "stored unvalidated, re-check with `byllm-distill validate`.",
+                                type(exc).__name__, exc)
 
     def _open(self) -> Store:
         if self._store is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,20 +54,27 @@ def record_filters(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--status", type=click.Choice(["ok", "error"]),
                      help="Only successful or failed calls."),
         click.option("--since", help="Only records newer than this: 30m, 2h, 7d or an ISO date."),
+        click.option("--valid-only", "valid", flag_value=True, default=None,
+                     help="Only records that passed every validator."),
+        click.option("--invalid-only", "valid", flag_value=False,
+                     help="Only records that failed a validator (or the call failed)."),
     ]):
         func = option(func)
     return func
 
 
 def _filter(site: str | None, model: str | None, source: str | None, status: str | None,
-            since: str | None) -> RecordFilter:
-    return RecordFilter(site=site, model=model, source=source, status=status, since=since)
+            since: str | None, valid: bool | None) -> RecordFilter:
+    return RecordFilter(site=site, model=model, source=source, status=status, since=since,
+                        valid=valid)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="byllm-distill")
 def main() -> None:
     """Capture byLLM calls per call site and distil them into small local models."""
+    # litellm otherwise tries to fetch its price list from the internet on first use.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @main.command()
@@ -148,10 +156,11 @@ def records_list(limit: int, **filters: Any) -> None:
         click.echo("No records match.")
         return
     click.echo(f"{'ID':<24} {'CREATED':<19} {'SITE':<32} {'MODEL':<18} {'SOURCE':<7} "
-               f"{'STATUS':<6} {'MS':>8}")
+               f"{'STATUS':<6} {'VALID':<5} {'MS':>8}")
     for r in rows:
+        valid = {True: "yes", False: "no", None: "-"}[r.valid]
         click.echo(f"{r.id:<24} {r.created_at[:19]:<19} {r.site[:32]:<32} {r.model[:18]:<18} "
-                   f"{r.source:<7} {r.status:<6} {r.latency_ms:>8.1f}")
+                   f"{r.source:<7} {r.status:<6} {valid:<5} {r.latency_ms:>8.1f}")
 
 
 @records.command("show")
@@ -179,6 +188,75 @@ def records_export(out: Path | None, **filters: Any) -> None:
             n = _write_jsonl(rows, fh)
         tmp.replace(out)
         click.echo(f"Wrote {n} records to {out}", err=True)
+
+
+@main.command()
+@record_filters
+@friendly_errors
+def validate(**filters: Any) -> None:
+    """Re-run the validators on stored records (after adding or changing a validator)."""
+    from byllm_distill.validators import registry
+
+    store = _store()
+    fresh = {r.id: registry.validate(r) for r in store.iter_records(_filter(**filters))}
+    store.replace_verdicts(fresh)
+    failed = sum(1 for verdicts in fresh.values() if not all(v.passed for v in verdicts))
+    click.echo(f"Validated {len(fresh)} records: {len(fresh) - failed} pass every validator, "
+               f"{failed} fail at least one.")
+
+
+@main.group()
+def rpg() -> None:
+    """The RPG level-generation showcase: corpus runs and map rendering."""
+
+
+@rpg.command("generate")
+@click.option("--runs", default=20, show_default=True, help="Independent runs (games).")
+@click.option("--levels-per-run", default=5, show_default=True,
+              help="Levels per run; difficulty rises 1, 2, 3, ... within a run.")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed for sizes and the offline teacher.")
+@click.option("--teacher", help="litellm model name (e.g. gpt-4o) instead of the offline "
+                                "designer; needs that provider's API key in the environment.")
+@friendly_errors
+def rpg_generate(runs: int, levels_per_run: int, seed: int, teacher: str | None) -> None:
+    """Fill the store with a corpus of captured levels and maps, then summarise it."""
+    from byllm_distill.rpg.corpus import generate_corpus
+
+    if runs < 1 or levels_per_run < 1:
+        raise click.BadParameter("--runs and --levels-per-run must be at least 1")
+    summary = generate_corpus(runs, levels_per_run, seed=seed, teacher=teacher)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@rpg.command("show")
+@click.argument("record_id")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw the map to this PNG file.")
+@friendly_errors
+def rpg_show(record_id: str, png: Path | None) -> None:
+    """Render a captured map (or print a captured level) from the store."""
+    from byllm_distill.rpg.render import to_ascii, to_png
+
+    record = _store().get_record(record_id)
+    output = record.output
+    if not isinstance(output, dict) or "player_pos" not in output:
+        click.echo(json.dumps(output, indent=2))
+        if png is not None:
+            raise click.ClickException(f"record {record.id} is a {record.site} answer, not a "
+                                       "map; pick a create_next_map record for --png.")
+        return
+    level = output.get("level", {})
+    click.echo(f"{record.site}  {record.id}  ({record.source}, {record.model})")
+    click.echo(f"{level.get('name', '?')}: difficulty {level.get('difficulty')}, "
+               f"{len(output.get('enemies', []))} enemies, {len(output.get('walls', []))} walls")
+    click.echo(to_ascii(output))
+    for verdict in record.verdicts or []:
+        if not verdict.passed:
+            click.echo(f"FAILED {verdict.name}: {verdict.detail}")
+    if png is not None:
+        click.echo(f"wrote {to_png(output, png)}")
 
 
 def _write_jsonl(rows: Any, fh: Any) -> int:

@@ -51,7 +51,46 @@ def m001_initial(conn: Connection) -> None:
     meta.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial]
+def m002_verdicts(conn: Connection) -> None:
+    meta = sa.MetaData()
+    sa.Table(
+        "verdicts",
+        meta,
+        sa.Column("record_id", sa.String(32), primary_key=True),
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("passed", sa.Boolean, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Index("ix_verdicts_failed", "record_id", "passed"),
+    )
+    meta.create_all(conn)
+
+
+def m003_ratings(conn: Connection) -> None:
+    meta = sa.MetaData()
+    sa.Table(
+        "ratings",
+        meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("record_id", sa.String(32), nullable=False, index=True),
+        sa.Column("rater", sa.String(128), nullable=False),
+        sa.Column("scores", sa.Text, nullable=False),
+        sa.Column("comment", sa.Text),
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+    sa.Table(
+        "preferences",
+        meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("rater", sa.String(128), nullable=False),
+        sa.Column("left_id", sa.String(32), nullable=False),
+        sa.Column("right_id", sa.String(32), nullable=False),
+        sa.Column("choice", sa.String(8), nullable=False),
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+    meta.create_all(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_verdicts, m003_ratings]
 
 
 def migrate(conn: Connection) -> list[str]:

@@ -1,7 +1,8 @@
 """One captured call, as stored and as exported.
 
 The export format (`records export`) is public and stable: one JSON object per line with
-the fields of `Record` in this order; JSON-valued fields are nested objects, not strings.
+the fields of `Record` in this order; JSON-valued fields are nested objects, not strings;
+`verdicts` is a list of `{"name", "passed", "detail"}`, or null if never validated.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from byllm_distill.store.tables import JSON_COLUMNS
+from byllm_distill.validators.base import Verdict
 
 SOURCES = ("teacher", "student", "shadow")
 STATUSES = ("ok", "error")
@@ -46,17 +48,27 @@ class Record:
     error: str | None = None
     id: str = field(default_factory=new_record_id)
     created_at: str = field(default_factory=utc_now)
+    # Validator verdicts live in their own table; None means "not loaded / not validated".
+    verdicts: list[Verdict] | None = field(default=None, compare=False)
+
+    @property
+    def valid(self) -> bool | None:
+        """True when every verdict passed, False when any failed, None if unvalidated."""
+        if self.verdicts is None or not self.verdicts:
+            return None
+        return all(v.passed for v in self.verdicts)
 
     def to_public(self) -> dict[str, Any]:
         """The stable export shape: `id` first, then the documented fields."""
         data = asdict(self)
         ordered = ["id", "site", "fingerprint", "model", "source", "messages", "schema",
                    "args", "output_raw", "output", "latency_ms", "usage", "cost", "status",
-                   "error", "created_at"]
+                   "error", "created_at", "verdicts"]
         return {key: data[key] for key in ordered}
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
+        del row["verdicts"]
         for column in JSON_COLUMNS:
             row[column] = None if row[column] is None else json.dumps(
                 row[column], ensure_ascii=False, separators=(",", ":"), sort_keys=False

@@ -24,7 +24,8 @@ from sqlalchemy.engine import Engine
 from byllm_distill.errors import NotFoundError, StoreError
 from byllm_distill.store import tables
 from byllm_distill.store.migrations import migrate
-from byllm_distill.store.record import Record
+from byllm_distill.store.record import Record, new_record_id, utc_now
+from byllm_distill.validators.base import Verdict
 
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -56,10 +57,19 @@ class RecordFilter:
     status: str | None = None
     since: str | None = None
     ids: Sequence[str] | None = None
+    valid: bool | None = None  # True: validated and every verdict passed; False: any failed
 
     def clauses(self) -> list[Any]:
         r = tables.records.c
+        v = tables.verdicts.c
         out: list[Any] = []
+        if self.valid is not None:
+            failing = sa.exists().where(v.record_id == r.id, v.passed.is_(False))
+            validated = sa.exists().where(v.record_id == r.id)
+            if self.valid:
+                out.extend([r.status == "ok", validated, ~failing])
+            else:
+                out.append(sa.or_(r.status == "error", failing))
         for column, value in (("site", self.site), ("model", self.model),
                               ("source", self.source), ("status", self.status)):
             if value is not None:
@@ -144,6 +154,12 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 conn.execute(tables.records.insert(), [r.to_row() for r in batch])
+                verdict_rows = [
+                    {"record_id": r.id, "name": v.name, "passed": v.passed, "detail": v.detail}
+                    for r in batch for v in _unique(r.verdicts or [])
+                ]
+                if verdict_rows:
+                    conn.execute(tables.verdicts.insert(), verdict_rows)
                 stmt = _upsert(self.engine.dialect.name, tables.sites)
                 for (site, fingerprint), record in latest.items():
                     contract = json.dumps({"schema": record.schema}, sort_keys=True)
@@ -158,18 +174,84 @@ class Store:
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
 
+    def replace_verdicts(self, verdicts_by_record: dict[str, list[Verdict]]) -> None:
+        """Store fresh verdicts for existing records (e.g. after adding a validator)."""
+        v = tables.verdicts.c
+        try:
+            with self.engine.begin() as conn:
+                ids = list(verdicts_by_record)
+                for chunk in _chunks(ids, 500):
+                    conn.execute(tables.verdicts.delete().where(v.record_id.in_(chunk)))
+                rows = [{"record_id": rid, "name": x.name, "passed": x.passed, "detail": x.detail}
+                        for rid, verdicts in verdicts_by_record.items() for x in _unique(verdicts)]
+                if rows:
+                    conn.execute(tables.verdicts.insert(), rows)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+
+    def add_rating(self, record_id: str, rater: str, scores: dict[str, int],
+                   comment: str = "") -> str:
+        """Store one rater's rubric scores for a record; returns the rating id."""
+        rating_id = new_record_id()
+        self._insert(tables.ratings, {"id": rating_id, "record_id": record_id, "rater": rater,
+                                      "scores": json.dumps(scores, sort_keys=True),
+                                      "comment": comment, "created_at": utc_now()})
+        return rating_id
+
+    def add_preference(self, rater: str, left_id: str, right_id: str, choice: str) -> str:
+        """Store a side-by-side preference: `choice` is "left", "right" or "tie"."""
+        if choice not in ("left", "right", "tie"):
+            raise StoreError(f"preference choice must be left, right or tie, not {choice!r}")
+        pref_id = new_record_id()
+        self._insert(tables.preferences, {"id": pref_id, "rater": rater, "left_id": left_id,
+                                          "right_id": right_id, "choice": choice,
+                                          "created_at": utc_now()})
+        return pref_id
+
+    def ratings(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(tables.ratings).order_by(tables.ratings.c.id))
+            return [dict(r._mapping, scores=json.loads(r.scores)) for r in rows]
+
+    def preferences(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(tables.preferences).order_by(tables.preferences.c.id))
+            return [dict(r._mapping) for r in rows]
+
+    def _insert(self, table: sa.Table, row: dict[str, Any]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(table.insert().values(**row))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+
     # -- reading ---------------------------------------------------------------------
 
     def iter_records(self, flt: RecordFilter | None = None, limit: int | None = None,
-                     newest_first: bool = False) -> Iterator[Record]:
+                     newest_first: bool = False, with_verdicts: bool = True) -> Iterator[Record]:
         query = sa.select(tables.records).where(*(flt or RecordFilter()).clauses())
         order = tables.records.c.id.desc() if newest_first else tables.records.c.id.asc()
         query = query.order_by(order)
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            for row in conn.execute(query):
-                yield Record.from_row(row)
+            result = conn.execute(query)
+            while rows := result.fetchmany(500):
+                batch = [Record.from_row(row) for row in rows]
+                if with_verdicts:
+                    found = self._verdicts(conn, [r.id for r in batch])
+                    for record in batch:
+                        record.verdicts = found.get(record.id, [])
+                yield from batch
+
+    def _verdicts(self, conn: Any, ids: list[str]) -> dict[str, list[Verdict]]:
+        v = tables.verdicts.c
+        out: dict[str, list[Verdict]] = {}
+        query = (sa.select(v.record_id, v.name, v.passed, v.detail)
+                 .where(v.record_id.in_(ids)).order_by(v.record_id, v.name))
+        for rid, name, passed, detail in conn.execute(query):
+            out.setdefault(rid, []).append(Verdict(name, bool(passed), detail))
+        return out
 
     def get_record(self, record_id: str) -> Record:
         """A record by full id or by a unique prefix of at least 6 characters."""
@@ -180,10 +262,12 @@ class Store:
                 rows = conn.execute(
                     sa.select(tables.records).where(r.id.startswith(record_id)).limit(2)
                 ).all()
-        if len(rows) != 1:
-            why = "is ambiguous" if rows else "does not exist"
-            raise NotFoundError(f"record {record_id!r} {why}; run `byllm-distill records list`.")
-        return Record.from_row(rows[0])
+            if len(rows) == 1:
+                record = Record.from_row(rows[0])
+                record.verdicts = self._verdicts(conn, [record.id]).get(record.id, [])
+                return record
+        why = "is ambiguous" if rows else "does not exist"
+        raise NotFoundError(f"record {record_id!r} {why}; run `byllm-distill records list`.")
 
     def count(self, flt: RecordFilter | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(tables.records)
@@ -209,6 +293,19 @@ class Store:
         return [SiteSummary(site=s, fingerprint=f, records=e["records"],
                             models=sorted(e["models"]), last_seen=e["last_seen"])
                 for (s, f), e in grouped.items()]
+
+
+def _unique(verdicts: list[Verdict]) -> list[Verdict]:
+    """One verdict per name (the first), as the table's key requires."""
+    seen: dict[str, Verdict] = {}
+    for verdict in verdicts:
+        seen.setdefault(verdict.name, verdict)
+    return list(seen.values())
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _reason(exc: BaseException) -> str:

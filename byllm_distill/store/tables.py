@@ -35,5 +35,36 @@ sites = sa.Table(
     sa.Column("last_seen", sa.String(40)),
 )
 
+verdicts = sa.Table(
+    "verdicts",
+    metadata,
+    sa.Column("record_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("passed", sa.Boolean),
+    sa.Column("detail", sa.Text),
+)
+
+ratings = sa.Table(
+    "ratings",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("record_id", sa.String(32)),
+    sa.Column("rater", sa.String(128)),
+    sa.Column("scores", sa.Text),  # JSON object: rubric criterion -> 1..5
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", sa.String(40)),
+)
+
+preferences = sa.Table(
+    "preferences",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("rater", sa.String(128)),
+    sa.Column("left_id", sa.String(32)),
+    sa.Column("right_id", sa.String(32)),
+    sa.Column("choice", sa.String(8)),  # "left", "right" or "tie"
+    sa.Column("created_at", sa.String(40)),
+)
+
 # Columns holding JSON text; decoded when a record is read back.
 JSON_COLUMNS = ("messages", "schema", "args", "output", "usage")

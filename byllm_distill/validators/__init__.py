@@ -2,5 +2,6 @@
 registered per call site (see registry.py)."""
 
 from byllm_distill.validators.base import Verdict
+from byllm_distill.validators.registry import ValidatorRegistry, registry, validator
 
-__all__ = ["Verdict"]
+__all__ = ["ValidatorRegistry", "Verdict", "registry", "validator"]

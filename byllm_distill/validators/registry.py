@@ -1,0 +1,93 @@
+"""Which validators check which call site.
+
+A validator is `fn(record) -> list[Verdict]` (see base.py); it reads `record.output` (the
+parsed answer as JSON), `record.args` and anything else on the record. Validators are
+registered against a call-site pattern: an exact key (`rpg.create_next_map`) or a glob
+(`*.create_next_map`, handy because a program run as `__main__` is keyed by its file
+stem). Generic validators (generic.py) apply to every site.
+
+Other packages add theirs through the `byllm_distill.validators` entry-point group: each
+entry point names a function `register(registry: ValidatorRegistry) -> None`, called once
+when the registry is first used.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from byllm_distill.validators.base import Verdict
+
+if TYPE_CHECKING:
+    from byllm_distill.store.record import Record
+
+log = logging.getLogger("byllm_distill")
+
+Validator = Callable[["Record"], Iterable[Verdict]]
+ENTRY_POINT_GROUP = "byllm_distill.validators"
+
+
+class ValidatorRegistry:
+    def __init__(self) -> None:
+        self._by_pattern: list[tuple[str, Validator]] = []
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    def register(self, pattern: str, validator: Validator) -> None:
+        """Check every record of the sites matching `pattern` with `validator`."""
+        self._by_pattern.append((pattern, validator))
+
+    def validator(self, pattern: str) -> Callable[[Validator], Validator]:
+        """Decorator form of `register`."""
+
+        def decorate(fn: Validator) -> Validator:
+            self.register(pattern, fn)
+            return fn
+
+        return decorate
+
+    def for_site(self, site: str) -> list[Validator]:
+        self._load_entry_points()
+        return [fn for pattern, fn in self._by_pattern if fnmatch.fnmatchcase(site, pattern)]
+
+    def validate(self, record: Record) -> list[Verdict]:
+        """Generic verdicts, then every task verdict for the record's site.
+
+        A validator that raises yields a failing verdict naming the exception, so a
+        buggy validator can never pass a record by accident.
+        """
+        from byllm_distill.validators.generic import generic_verdicts
+
+        verdicts = generic_verdicts(record)
+        if not all(v.passed for v in verdicts):
+            return verdicts
+        for fn in self.for_site(record.site):
+            name = getattr(fn, "__name__", "validator")
+            try:
+                verdicts.extend(fn(record))
+            except Exception as exc:  # noqa: BLE001 - a broken validator fails the record
+                verdicts.append(Verdict(name, False, f"validator raised {type(exc).__name__}: "
+                                                     f"{exc}"))
+        return verdicts
+
+    def _load_entry_points(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    ep.load()(self)
+                except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop others
+                    log.warning("byllm-distill: validator plugin %r failed to load: %s",
+                                ep.name, exc)
+            self._loaded = True
+
+
+registry = ValidatorRegistry()
+validator = registry.validator
