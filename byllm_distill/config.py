@@ -1,17 +1,23 @@
-"""Configuration: one typed dataclass, defaults in one place, layered sources.
+"""Configuration: typed dataclasses, defaults in one place, layered sources.
 
 Order of precedence (last wins): the defaults below, `[plugins.distill]` in the nearest
 `jac.toml` (searched upward from the working directory), then `BYLLM_DISTILL_*`
-environment variables. Every value is validated on load and a bad one raises
+environment variables. Per-site routing settings go in `[plugins.distill.sites."KEY"]`
+tables (KEY may be a glob such as `"*.create_next_map"`); they override the site
+defaults in `[plugins.distill]`. Every value is validated on load and a bad one raises
 `ConfigError` naming the key and where it came from.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from byllm_distill.errors import ConfigError
 
@@ -21,39 +27,80 @@ DATA_DIR_NAME = ".byllm-distill"
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    """Settings for capture and the store."""
+class SiteSettings:
+    """Routing and promotion settings; defaults apply to every site unless overridden."""
 
-    capture: bool = field(
-        default=True,
-        metadata={"help": "Record every `by llm()` call (env BYLLM_DISTILL_CAPTURE=0|1).",
-                  "env": "BYLLM_DISTILL_CAPTURE"},
-    )
-    home: Path | None = field(
-        default=None,
-        metadata={"help": "Data directory; default `.byllm-distill` in the project root "
-                          "(the folder holding jac.toml, else the working directory).",
-                  "env": "BYLLM_DISTILL_HOME"},
-    )
-    store_url: str | None = field(
-        default=None,
-        metadata={"help": "SQLAlchemy URL of the store; default a SQLite file in `home`. "
-                          "A `postgresql+psycopg://...` URL shares one store between servers.",
-                  "env": "BYLLM_DISTILL_STORE_URL"},
-    )
-    teacher: str | None = field(
-        default=None,
-        metadata={"help": "litellm model name used as teacher by the bundled examples "
-                          "(e.g. gpt-4o); unset means the offline teacher.",
-                  "env": "BYLLM_DISTILL_TEACHER"},
-    )
+    threshold: float = field(default=0.9, metadata={
+        "help": "Promote when the Wilson 95% lower bound of the student's validator pass "
+                "rate (held-out + shadow samples) is at least this."})
+    agreement: float = field(default=0.0, metadata={
+        "help": "...and the student's mean agreement with the teacher is at least this "
+                "(0 disables; raise it for sites with one right answer)."})
+    min_samples: int = field(default=20, metadata={
+        "help": "...and at least this many scored samples exist."})
+    rollback_below: float = field(default=0.75, metadata={
+        "help": "Roll back when the Wilson lower bound of live checks falls below this."})
+    rollback_window: int = field(default=50, metadata={
+        "help": "Live checks considered for rollback: the most recent N student answers."})
+    check_fraction: float = field(default=0.05, metadata={
+        "help": "Fraction of student-served calls also sent to the teacher and compared."})
+    shadow_fraction: float = field(default=1.0, metadata={
+        "help": "Fraction of teacher calls in shadow mode that also run the student."})
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "agreement", "rollback_below", "check_fraction",
+                     "shadow_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"'{name}' must be between 0 and 1, got {value!r}.")
+        for name in ("min_samples", "rollback_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"'{name}' must be at least 1, got {getattr(self, name)!r}.")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings for capture, the store, routing and the training worker."""
+
+    capture: bool = field(default=True, metadata={
+        "help": "Record every `by llm()` call.", "env": "BYLLM_DISTILL_CAPTURE"})
+    home: Path | None = field(default=None, metadata={
+        "help": "Data directory; default `.byllm-distill` in the project root (the folder "
+                "holding jac.toml, else the working directory).", "env": "BYLLM_DISTILL_HOME"})
+    store_url: str | None = field(default=None, metadata={
+        "help": "SQLAlchemy URL of the store; default a SQLite file in `home`. A "
+                "`postgresql+psycopg://...` URL shares one store between servers.",
+        "env": "BYLLM_DISTILL_STORE_URL"})
+    teacher: str | None = field(default=None, metadata={
+        "help": "litellm model name used as teacher by the bundled RPG program (e.g. "
+                "gpt-4o); unset means the offline teacher.", "env": "BYLLM_DISTILL_TEACHER"})
+    routing: bool = field(default=True, metadata={
+        "help": "Serve sites from their promoted students (off: always the teacher).",
+        "env": "BYLLM_DISTILL_ROUTING"})
+    retrain_after: int = field(default=50, metadata={
+        "help": "A site is due for training when it has this many new valid teacher "
+                "records since its last version.", "env": "BYLLM_DISTILL_RETRAIN_AFTER"})
+    quiet_hours: str | None = field(default=None, metadata={
+        "help": "Train only between these local hours, e.g. '22-6'; unset means any time.",
+        "env": "BYLLM_DISTILL_QUIET_HOURS"})
+    max_load: float | None = field(default=None, metadata={
+        "help": "Train only while the 1-minute load average per core is below this.",
+        "env": "BYLLM_DISTILL_MAX_LOAD"})
+    train_steps: int | None = field(default=None, metadata={
+        "help": "Optimizer steps per training job (unset: the trainer's default budget).",
+        "env": "BYLLM_DISTILL_TRAIN_STEPS"})
+    defaults: SiteSettings = field(default_factory=SiteSettings, metadata={"help": "", "env": ""})
+    sites: dict[str, SiteSettings] = field(default_factory=dict, metadata={"help": "", "env": ""})
 
     def __post_init__(self) -> None:
         if self.store_url is not None and "://" not in self.store_url:
             raise ConfigError(
                 f"store_url {self.store_url!r} is not a database URL; use e.g. "
-                "'sqlite:////abs/path/distill.db' or 'postgresql+psycopg://user@host/db'."
-            )
+                "'sqlite:////abs/path/distill.db' or 'postgresql+psycopg://user@host/db'.")
+        if self.retrain_after < 1:
+            raise ConfigError(f"'retrain_after' must be at least 1, got {self.retrain_after}.")
+        if self.quiet_hours is not None:
+            parse_hours(self.quiet_hours)
 
     @property
     def data_dir(self) -> Path:
@@ -62,6 +109,25 @@ class DistillConfig:
     @property
     def database_url(self) -> str:
         return self.store_url or f"sqlite:///{self.data_dir / 'distill.db'}"
+
+    def site(self, key: str) -> SiteSettings:
+        """The settings for one site: defaults, then every matching `sites` table in order."""
+        settings = self.defaults
+        for pattern, override in self.sites.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                settings = override
+        return settings
+
+
+def parse_hours(text: str) -> tuple[int, int]:
+    """'22-6' → (22, 6): a window of local hours, which may wrap past midnight."""
+    try:
+        start, end = (int(part) for part in text.split("-"))
+    except ValueError as exc:
+        raise ConfigError(f"quiet_hours {text!r} must look like '22-6' (start-end hours)") from exc
+    if not (0 <= start <= 23 and 0 <= end <= 24):
+        raise ConfigError(f"quiet_hours {text!r}: hours must be 0-23")
+    return start, end
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -73,23 +139,54 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
+def _base_type(annotation: Any) -> Any:
+    """`int | None` → `int`: the type a configured value is coerced to."""
+    if isinstance(annotation, types.UnionType):
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+_HINTS = {**typing.get_type_hints(DistillConfig), **typing.get_type_hints(SiteSettings)}
+
+
 def _coerce(name: str, value: object, origin: str) -> object:
-    if name == "capture":
+    kind = _base_type(_HINTS[name])
+    if kind is bool:
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ConfigError(f"{origin}: 'capture' must be true/false or 1/0, got {value!r}.")
-    if name == "home":
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{origin}: '{name}' must be true/false or 1/0, got {value!r}.")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{origin}: '{name}' must be a number, got {value!r}.")
+        try:
+            number = float(value) if kind is float else int(str(value).strip())
+        except (TypeError, ValueError) as exc:
+            what = "a number" if kind is float else "a whole number"
+            raise ConfigError(f"{origin}: '{name}' must be {what}, got {value!r}.") from exc
+        return number
+    if kind is Path:
         if not isinstance(value, str | Path) or not str(value).strip():
-            raise ConfigError(f"{origin}: 'home' must be a folder path, got {value!r}.")
+            raise ConfigError(f"{origin}: '{name}' must be a folder path, got {value!r}.")
         return Path(str(value)).expanduser()
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{origin}: '{name}' must be a non-empty string, got {value!r}.")
     return value.strip()
+
+
+def _site_settings(table: Any, base: SiteSettings, origin: str) -> SiteSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin} must be a table.")
+    known = {f.name for f in fields(SiteSettings)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key '{key}'; known keys: "
+                              f"{', '.join(sorted(known))}.")
+        values[key] = _coerce(key, value, origin)
+    return replace(base, **values)
 
 
 def _from_toml(root: Path) -> dict[str, object]:
@@ -103,18 +200,33 @@ def _from_toml(root: Path) -> dict[str, object]:
     section = data.get("plugins", {}).get("distill", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [plugins.distill] must be a table.")
-    known = {f.name for f in fields(DistillConfig)}
+    top = {f.name for f in fields(DistillConfig)} - {"defaults", "sites"}
+    site_keys = {f.name for f in fields(SiteSettings)}
     values: dict[str, object] = {}
+    defaults: dict[str, object] = {}
+    origin = f"{path} [plugins.distill]"
     for key, value in section.items():
-        if key not in known:
-            raise ConfigError(
-                f"{path}: unknown key [plugins.distill].{key}; known keys: "
-                f"{', '.join(sorted(known))}."
-            )
-        value = _coerce(key, value, f"{path} [plugins.distill]")
+        if key == "sites":
+            continue
+        if key in site_keys:
+            defaults[key] = value
+            continue
+        if key not in top:
+            raise ConfigError(f"{path}: unknown key [plugins.distill].{key}; known keys: "
+                              f"{', '.join(sorted(top | site_keys | {'sites'}))}.")
+        value = _coerce(key, value, origin)
         if key == "home" and not Path(str(value)).is_absolute():
             value = root / Path(str(value))
         values[key] = value
+    base = _site_settings(defaults, SiteSettings(), origin)
+    values["defaults"] = base
+    sites = section.get("sites", {})
+    if not isinstance(sites, dict):
+        raise ConfigError(f"{path}: [plugins.distill.sites] must be a table of site tables.")
+    values["sites"] = {
+        key: _site_settings(table, base, f'{path} [plugins.distill.sites."{key}"]')
+        for key, table in sites.items()
+    }
     return values
 
 
@@ -124,8 +236,8 @@ def load_config(start: Path | None = None, environ: dict[str, str] | None = None
     root = project_root(start)
     values = _from_toml(root)
     for f in fields(DistillConfig):
-        var = f.metadata["env"]
-        if env.get(var, "") != "":
+        var = f.metadata.get("env")
+        if var and env.get(var, "") != "":
             values[f.name] = _coerce(f.name, env[var], f"environment variable {var}")
     values.setdefault("home", root / DATA_DIR_NAME)
     return DistillConfig(**values)  # type: ignore[arg-type]

@@ -90,7 +90,44 @@ def m003_ratings(conn: Connection) -> None:
     meta.create_all(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial, m002_verdicts, m003_ratings]
+def m004_routing(conn: Connection) -> None:
+    # Which student version answered (student and shadow records) and how far its answer
+    # agreed with the teacher's on the same input, when that was measured.
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN version INTEGER"))
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN agreement FLOAT"))
+    meta = sa.MetaData()
+    sa.Table(
+        "site_events",
+        meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("site", sa.String(512), nullable=False, index=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("version", sa.Integer),
+        sa.Column("details", sa.Text, nullable=False),
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+    sa.Table(
+        "jobs",
+        meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("site", sa.String(512), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.String(40), nullable=False),
+        sa.Column("started_at", sa.String(40)),
+        sa.Column("finished_at", sa.String(40)),
+        sa.Column("heartbeat_at", sa.String(40)),
+        sa.Column("pid", sa.Integer),
+        sa.Column("progress", sa.Text),
+        sa.Column("version", sa.Integer),
+        sa.Column("error", sa.Text),
+    )
+    meta.create_all(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    m001_initial, m002_verdicts, m003_ratings, m004_routing,
+]
 
 
 def migrate(conn: Connection) -> list[str]:

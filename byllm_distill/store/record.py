@@ -48,6 +48,8 @@ class Record:
     error: str | None = None
     id: str = field(default_factory=new_record_id)
     created_at: str = field(default_factory=utc_now)
+    version: int | None = None  # the student version that answered (student/shadow records)
+    agreement: float | None = None  # agreement with the teacher's answer, when measured
     # Validator verdicts live in their own table; None means "not loaded / not validated".
     verdicts: list[Verdict] | None = field(default=None, compare=False)
 
@@ -63,7 +65,7 @@ class Record:
         data = asdict(self)
         ordered = ["id", "site", "fingerprint", "model", "source", "messages", "schema",
                    "args", "output_raw", "output", "latency_ms", "usage", "cost", "status",
-                   "error", "created_at", "verdicts"]
+                   "error", "created_at", "version", "agreement", "verdicts"]
         return {key: data[key] for key in ordered}
 
     def to_row(self) -> dict[str, Any]:

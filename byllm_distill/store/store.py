@@ -58,6 +58,7 @@ class RecordFilter:
     since: str | None = None
     ids: Sequence[str] | None = None
     valid: bool | None = None  # True: validated and every verdict passed; False: any failed
+    version: int | None = None
 
     def clauses(self) -> list[Any]:
         r = tables.records.c
@@ -78,6 +79,8 @@ class RecordFilter:
             out.append(r.created_at >= parse_since(self.since))
         if self.ids is not None:
             out.append(r.id.in_(list(self.ids)))
+        if self.version is not None:
+            out.append(r.version == self.version)
         return out
 
 

@@ -23,6 +23,8 @@ records = sa.Table(
     sa.Column("status", sa.String(16)),
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.String(40)),
+    sa.Column("version", sa.Integer),
+    sa.Column("agreement", sa.Float),
 )
 
 sites = sa.Table(
@@ -64,6 +66,34 @@ preferences = sa.Table(
     sa.Column("right_id", sa.String(32)),
     sa.Column("choice", sa.String(8)),  # "left", "right" or "tie"
     sa.Column("created_at", sa.String(40)),
+)
+
+site_events = sa.Table(
+    "site_events",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("site", sa.String(512)),
+    sa.Column("kind", sa.String(32)),
+    sa.Column("version", sa.Integer),
+    sa.Column("details", sa.Text),  # JSON: the numbers behind the decision
+    sa.Column("created_at", sa.String(40)),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("site", sa.String(512)),
+    sa.Column("status", sa.String(16)),  # queued, running, done, failed
+    sa.Column("attempts", sa.Integer),
+    sa.Column("created_at", sa.String(40)),
+    sa.Column("started_at", sa.String(40)),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("heartbeat_at", sa.String(40)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("progress", sa.Text),  # JSON
+    sa.Column("version", sa.Integer),
+    sa.Column("error", sa.Text),
 )
 
 # Columns holding JSON text; decoded when a record is read back.

@@ -1,0 +1,119 @@
+"""Corpus runs: play the RPG program many times to fill the store, then summarise.
+
+`generate_corpus` imports the showcase program (program/rpg.jac) in this process, so its
+`by llm()` calls go through jaclang and are captured like any user's program, plays
+`runs` runs of `levels_per_run` levels (sizes drawn per run from `SIZES`, seeded), flushes
+capture, and summarises the records written: records per site, % passing every
+validator, failures per validator, unique-map fraction, and mean pairwise Hamming
+distance between same-size maps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from byllm_distill.store import RecordFilter, Store
+from byllm_distill.store.record import utc_now
+
+PROGRAM_DIR = Path(__file__).resolve().parent / "program"
+MODULE = "rpg"
+MAP_SITE = f"{MODULE}.create_next_map"
+LEVEL_SITE = f"{MODULE}.create_next_level"
+SIZES = [(12, 10), (16, 12), (20, 14), (24, 16)]
+
+
+def load_program(teacher: str | None = None) -> Any:
+    """Import the showcase program as module `rpg` (so site keys match `jac run rpg.jac`)."""
+    if teacher:
+        os.environ["BYLLM_DISTILL_TEACHER"] = teacher
+    import jaclang  # noqa: F401 - registers the .jac importer and the capture plugin
+
+    if str(PROGRAM_DIR) not in sys.path:
+        sys.path.insert(0, str(PROGRAM_DIR))
+    return importlib.import_module(MODULE)
+
+
+@dataclass
+class CorpusSummary:
+    records_per_site: dict[str, int]
+    all_valid_fraction: float
+    failures_per_validator: dict[str, int]
+    unique_map_fraction: float
+    mean_pairwise_hamming: float | None
+    maps: int
+    errors: int = 0
+    record_ids: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = ["records per site:"]
+        out += [f"  {site:<32} {n:>6}" for site, n in sorted(self.records_per_site.items())]
+        out.append(f"pass every validator:            {self.all_valid_fraction:7.1%}")
+        out.append(f"failed calls:                    {self.errors:>7}")
+        out.append("failures per validator:" + ("" if self.failures_per_validator else " none"))
+        out += [f"  {name:<32} {n:>6}" for name, n in
+                sorted(self.failures_per_validator.items(), key=lambda kv: -kv[1])]
+        out.append(f"unique maps:                     {self.unique_map_fraction:7.1%} "
+                   f"of {self.maps}")
+        hamming = ("n/a" if self.mean_pairwise_hamming is None
+                   else f"{self.mean_pairwise_hamming:.1f} tiles")
+        out.append(f"mean pairwise Hamming distance:  {hamming} (same-size maps)")
+        return out
+
+
+def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str | None = None,
+                    progress: bool = True) -> CorpusSummary:
+    """Play the runs (captured into the configured store) and summarise what was written."""
+    from tqdm import tqdm
+
+    import byllm_distill
+    from byllm_distill.capture import get_capture
+
+    program = load_program(teacher)
+    capture = get_capture()
+    if capture is None or not capture.enabled:
+        raise RuntimeError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
+                           "capture = false); turn it on to build a corpus.")
+    rng = random.Random(seed)
+    started = utc_now()
+    bar = tqdm(total=runs * levels_per_run, unit="level", desc="corpus", disable=not progress)
+    for run in range(runs):
+        if hasattr(program.llm, "reseed"):
+            program.llm.reseed(seed * 1_000_003 + run)
+        width, height = rng.choice(SIZES)
+        program.play_run(levels_per_run, width, height)
+        bar.update(levels_per_run)
+    bar.close()
+    byllm_distill.flush(120)
+    return summarize(Store(capture.config.database_url), since=started)
+
+
+def summarize(store: Store, since: str | None = None) -> CorpusSummary:
+    from byllm_distill.rpg.metrics import diversity
+
+    records = [r for site in (LEVEL_SITE, MAP_SITE)
+               for r in store.iter_records(RecordFilter(site=site))
+               if since is None or r.created_at >= since]
+    per_site = Counter(r.site for r in records)
+    failures: Counter[str] = Counter()
+    for record in records:
+        failures.update(v.name for v in record.verdicts or [] if not v.passed)
+    valid = sum(1 for r in records if r.valid)
+    maps = [r.output for r in records if r.site == MAP_SITE and r.status == "ok"]
+    stats = diversity(maps)
+    return CorpusSummary(
+        records_per_site=dict(per_site),
+        all_valid_fraction=valid / len(records) if records else 0.0,
+        failures_per_validator=dict(failures),
+        unique_map_fraction=stats["unique_fraction"],
+        mean_pairwise_hamming=stats["mean_pairwise_hamming"],
+        maps=len(maps),
+        errors=sum(1 for r in records if r.status == "error"),
+        record_ids=[r.id for r in records],
+    )

@@ -1,0 +1,91 @@
+"""Teachers for the RPG showcase.
+
+`make_teacher()` returns a byLLM model: a hosted model through litellm when
+`BYLLM_DISTILL_TEACHER` (or `[plugins.distill] teacher`) names one, e.g. `gpt-4o`, else the
+`OfflineDesigner`. The offline designer is an honest stand-in for a hosted model, not a
+language model: a procedural level designer (generator.py) that reads the call's typed
+inputs and answers with JSON text, which then goes through byLLM's normal output path
+(`mt_run.parse_response`) exactly as a provider's answer would. It lets the whole loop run
+with no API key. Imported from Jac programs, so jaclang is already loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from typing import Any
+
+from byllm.llm import BaseLLM, Model
+from byllm.types import CompletionResult
+
+from byllm_distill.capture import args_json, note_response
+from byllm_distill.config import load_config
+from byllm_distill.errors import DistillError
+from byllm_distill.rpg.generator import design_level, design_map
+from byllm_distill.serialize import dumps_canonical
+
+OFFLINE_MODEL_NAME = "offline-designer"
+
+
+class OfflineDesigner(BaseLLM):
+    """A byLLM model that designs `Level`s and `Map`s procedurally, seeded."""
+
+    seed: int = 0
+    _calls: int = 0
+    _lock: threading.Lock = threading.Lock()
+
+    def reseed(self, seed: int) -> None:
+        """Start a new, reproducible sequence of designs (one per corpus run)."""
+        with self._lock:
+            self.seed = seed
+            self._calls = 0
+
+    def _rng(self, args: dict[str, Any]) -> random.Random:
+        with self._lock:
+            self._calls += 1
+            calls = self._calls
+        return random.Random(f"{self.seed}:{calls}:{dumps_canonical(args)}")
+
+    def answer(self, mt_run: Any) -> str:
+        args = args_json(mt_run)
+        kind = getattr(mt_run.resp_type, "__name__", "")
+        rng = self._rng(args)
+        if kind == "Level":
+            data = design_level(args.get("last_levels") or [], int(args["difficulty"]),
+                                int(args["level_width"]), int(args["level_height"]), rng)
+        elif kind == "Map":
+            data = design_map(args["level"], rng)
+        else:
+            raise DistillError(
+                f"the offline designer only answers Level and Map calls, not {kind or 'str'}; "
+                "set BYLLM_DISTILL_TEACHER to a litellm model name for other call sites."
+            )
+        return json.dumps(data)
+
+    def dispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
+        text = self.answer(mt_run)
+        mt_run.add_message({"role": "assistant", "content": text})
+        note_response(text, model=self.model_name, cost=0.0)
+        return CompletionResult(output=mt_run.parse_response(text), tool_calls=[], usage={})
+
+    async def adispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
+        return self.dispatch_no_streaming(mt_run)
+
+    def _get_ctx_window(self, call_params: dict) -> int:
+        # No context window to manage; also keeps byLLM from asking litellm about a model
+        # name it has never heard of.
+        return 0
+
+
+def make_teacher(seed: int = 0) -> BaseLLM:
+    """The configured teacher: a litellm model by name, else the offline designer."""
+    try:
+        name = load_config().teacher
+    except DistillError:
+        name = None  # capture reports the bad config; the program still runs offline
+    if name:
+        return Model(model_name=name)
+    designer = OfflineDesigner(model_name=OFFLINE_MODEL_NAME)
+    designer.reseed(seed)
+    return designer

@@ -1,0 +1,117 @@
+"""A durable training-job queue in the store.
+
+A job is `queued`, then claimed by exactly one worker (`running`, with its pid and a
+heartbeat), then `done` (with the version it produced) or `failed` (with the error). A
+running job whose heartbeat is older than `stale_after` seconds belongs to a worker that
+crashed or was killed; `requeue_stale` puts it back to `queued` so it is retried. The
+claim is a conditional UPDATE, so two workers can never run the same job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from byllm_distill.store import tables
+from byllm_distill.store.record import new_record_id, utc_now
+from byllm_distill.store.store import Store
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    site: str
+    status: str
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+    pid: int | None
+    progress: dict[str, Any]
+    version: int | None
+    error: str | None
+
+
+def _job(row: Any) -> Job:
+    data = dict(row._mapping)
+    data["progress"] = json.loads(data["progress"]) if data["progress"] else {}
+    return Job(**data)
+
+
+class JobQueue:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.c = tables.jobs.c
+
+    def enqueue(self, site: str) -> Job | None:
+        """Queue a training job for `site` unless one is already queued or running."""
+        with self.store.engine.begin() as conn:
+            busy = conn.execute(sa.select(tables.jobs.c.id).where(
+                self.c.site == site, self.c.status.in_(("queued", "running")))).first()
+            if busy:
+                return None
+            job_id = new_record_id()
+            conn.execute(tables.jobs.insert().values(
+                id=job_id, site=site, status="queued", attempts=0, created_at=utc_now()))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self.store.engine.connect() as conn:
+            return _job(conn.execute(sa.select(tables.jobs).where(self.c.id == job_id)).one())
+
+    def claim(self, pid: int) -> Job | None:
+        """Take the oldest queued job, or None."""
+        while True:
+            with self.store.engine.begin() as conn:
+                row = conn.execute(sa.select(tables.jobs).where(self.c.status == "queued")
+                                   .order_by(self.c.id).limit(1)).first()
+                if row is None:
+                    return None
+                now = utc_now()
+                taken = conn.execute(
+                    tables.jobs.update()
+                    .where(self.c.id == row.id, self.c.status == "queued")
+                    .values(status="running", pid=pid, started_at=now, heartbeat_at=now,
+                            attempts=row.attempts + 1, error=None)
+                ).rowcount
+            if taken == 1:
+                return self.get(row.id)
+
+    def heartbeat(self, job_id: str, progress: dict[str, Any] | None = None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": utc_now()}
+        if progress is not None:
+            values["progress"] = json.dumps(progress)
+        with self.store.engine.begin() as conn:
+            conn.execute(tables.jobs.update().where(self.c.id == job_id).values(**values))
+
+    def finish(self, job_id: str, version: int | None, progress: dict[str, Any]) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(tables.jobs.update().where(self.c.id == job_id).values(
+                status="done", version=version, finished_at=utc_now(),
+                progress=json.dumps(progress)))
+
+    def fail(self, job_id: str, error: str) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(tables.jobs.update().where(self.c.id == job_id).values(
+                status="failed", error=error, finished_at=utc_now()))
+
+    def requeue_stale(self, stale_after: float) -> int:
+        """Put running jobs with an old heartbeat back in the queue; returns how many."""
+        cutoff = (datetime.now(UTC) - timedelta(seconds=stale_after)).isoformat()
+        with self.store.engine.begin() as conn:
+            return conn.execute(tables.jobs.update().where(
+                self.c.status == "running", self.c.heartbeat_at < cutoff
+            ).values(status="queued", pid=None, error="worker stopped mid-job; retrying")
+            ).rowcount
+
+    def list(self, site: str | None = None, limit: int = 20) -> list[Job]:
+        query = sa.select(tables.jobs).order_by(self.c.id.desc()).limit(limit)
+        if site is not None:
+            query = query.where(self.c.site == site)
+        with self.store.engine.connect() as conn:
+            return [_job(r) for r in conn.execute(query)]
