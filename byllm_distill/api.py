@@ -35,7 +35,11 @@ def by(model: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def flush(timeout: float = 30.0) -> bool:
-    """Block until records captured so far in this process are written."""
+    """Block until background shadow work and every record captured so far in this process
+    are written."""
+    from byllm_distill import router
     from byllm_distill.capture import _capture
 
+    if router._router is not None:
+        router._router.drain(timeout)
     return _capture.flush(timeout) if _capture is not None else True

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from byllm_distill.agreement import agreement
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import DistillError, SerializationError, StoreError
@@ -216,6 +217,8 @@ class _Writer(threading.Thread):
         from byllm_distill.validators import registry
 
         for record in batch:
+            if record.verdicts is not None:
+                continue  # validated on the caller's thread already (router decisions)
             try:
                 record.verdicts = registry.validate(record)
             except Exception as exc:  # noqa: BLE001 - validation must not lose the record
@@ -281,24 +284,16 @@ class Capture:
     # -- the call boundary ------------------------------------------------------------
 
     def call(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
+        """`model.invoke(mt_run=mt_run)`, recorded."""
         if not self.enabled or mt_run.stream:
             return model.invoke(mt_run=mt_run)
-        pending = self._begin(model, mt_run)
-        if pending is None:
-            return model.invoke(mt_run=mt_run)
-        token = _active.set(pending.recorder)
-        start = time.perf_counter()
-        try:
-            result = model.invoke(mt_run=mt_run)
-        except BaseException as exc:
-            self._finish(pending, model, start, None, exc, source)
-            raise
-        finally:
-            _active.reset(token)
-        self._finish(pending, model, start, result, None, source)
-        return result
+        outcome = self.run(model, mt_run, source)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     async def acall(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
+        """`await model.ainvoke(mt_run=mt_run)`, recorded."""
         if not self.enabled or mt_run.stream:
             return await model.ainvoke(mt_run=mt_run)
         pending = self._begin(model, mt_run)
@@ -309,12 +304,34 @@ class Capture:
         try:
             result = await model.ainvoke(mt_run=mt_run)
         except BaseException as exc:
-            self._finish(pending, model, start, None, exc, source)
+            self._finish(pending, model, start, Outcome(error=exc), source)
             raise
         finally:
             _active.reset(token)
-        self._finish(pending, model, start, result, None, source)
+        self._finish(pending, model, start, Outcome(result=result), source)
         return result
+
+    def run(self, model: Any, mt_run: Any, source: str = "teacher", version: int | None = None,
+            validate_now: bool = False, reference: Any = None) -> Outcome:
+        """Invoke and record, returning the result or the error instead of raising it.
+
+        `validate_now` attaches verdicts before returning (the router needs them to decide
+        on a fallback); `reference` is the teacher's answer to the same input, for the
+        record's agreement score. The outcome's `record` is None when capture failed.
+        """
+        pending = self._begin(model, mt_run)
+        token = _active.set(pending.recorder) if pending is not None else None
+        start = time.perf_counter()
+        try:
+            outcome = Outcome(result=model.invoke(mt_run=mt_run))
+        except BaseException as exc:
+            outcome = Outcome(error=exc)
+        finally:
+            if token is not None:
+                _active.reset(token)
+        outcome.record = self._finish(pending, model, start, outcome, source, version,
+                                      validate_now, reference)
+        return outcome
 
     def _begin(self, model: Any, mt_run: Any) -> _Pending | None:
         try:
@@ -324,23 +341,42 @@ class Capture:
             self.drops.add("cannot read the prompt", 1, f"{type(exc).__name__}: {exc}")
             return None
 
-    def _finish(self, pending: _Pending | None, model: Any, start: float, result: Any,
-                error: BaseException | None, source: str) -> None:
+    def _finish(self, pending: _Pending | None, model: Any, start: float, outcome: Outcome,
+                source: str, version: int | None = None, validate_now: bool = False,
+                reference: Any = None) -> Record | None:
         if pending is None:
-            return
+            return None
         latency_ms = (time.perf_counter() - start) * 1000.0
         try:
-            record = build_record(pending, model, result, error, latency_ms, source)
+            record = build_record(pending, model, outcome.result, outcome.error, latency_ms,
+                                  source)
+            record.version = version
+            if reference is not None and record.status == "ok":
+                record.agreement = round(agreement(record.output, to_jsonable(reference)), 4)
+            if validate_now:
+                from byllm_distill.validators import registry
+
+                record.verdicts = registry.validate(record)
         except SerializationError as exc:
             self.drops.add("value does not serialize", 1, str(exc))
-            return
+            return None
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot build record", 1, f"{type(exc).__name__}: {exc}")
-            return
+            return None
         try:
             self._writer_thread().submit(record)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
+        return record
+
+
+@dataclass
+class Outcome:
+    """What one recorded call produced: a result or an error, and its record."""
+
+    result: Any = None
+    error: BaseException | None = None
+    record: Record | None = None
 
 
 @dataclass

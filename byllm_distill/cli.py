@@ -49,7 +49,7 @@ def record_filters(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([
         click.option("--site", help="Only this call site (module.qualname)."),
         click.option("--model", help="Only records answered by this model."),
-        click.option("--source", type=click.Choice(["teacher", "student", "shadow"]),
+        click.option("--source", type=click.Choice(["teacher", "student", "shadow", "eval"]),
                      help="Only records from this source."),
         click.option("--status", type=click.Choice(["ok", "error"]),
                      help="Only successful or failed calls."),
@@ -102,7 +102,7 @@ def status(as_json: bool) -> None:
             "store": store.display_url,
             "records": store.count(),
             "records_by_source": {s: store.count(RecordFilter(source=s))
-                                  for s in ("teacher", "student", "shadow")},
+                                  for s in ("teacher", "student", "shadow", "eval")},
             "errors": store.count(RecordFilter(status="error")),
             "sites": len({s.site for s in store.site_summaries()}),
         })

@@ -37,7 +37,9 @@ class SiteSettings:
         "help": "...and the student's mean agreement with the teacher is at least this "
                 "(0 disables; raise it for sites with one right answer)."})
     min_samples: int = field(default=20, metadata={
-        "help": "...and at least this many scored samples exist."})
+        "help": "...and at least this many scored samples exist (held-out + shadow)."})
+    min_shadow: int = field(default=3, metadata={
+        "help": "...of which at least this many are live shadow samples."})
     rollback_below: float = field(default=0.75, metadata={
         "help": "Roll back when the Wilson lower bound of live checks falls below this."})
     rollback_window: int = field(default=50, metadata={
@@ -53,6 +55,8 @@ class SiteSettings:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"'{name}' must be between 0 and 1, got {value!r}.")
+        if self.min_shadow < 0:
+            raise ConfigError(f"'min_shadow' must be 0 or more, got {self.min_shadow!r}.")
         for name in ("min_samples", "rollback_window"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"'{name}' must be at least 1, got {getattr(self, name)!r}.")

@@ -15,20 +15,27 @@ import byllm.plugin as byllm_plugin
 from jaclang.jac0core.runtime import hookimpl, plugin_manager
 
 from byllm_distill.capture import get_capture
+from byllm_distill.router import get_router
 
 
 def handle_call(model: Any, mt_run: Any) -> Any:
     capture = get_capture()
     if capture is None:
         return model.invoke(mt_run=mt_run)
-    return capture.call(model, mt_run)
+    router = get_router(capture)
+    if router is None:
+        return capture.call(model, mt_run)
+    return router.call(model, mt_run)
 
 
 async def ahandle_call(model: Any, mt_run: Any) -> Any:
     capture = get_capture()
     if capture is None:
         return await model.ainvoke(mt_run=mt_run)
-    return await capture.acall(model, mt_run)
+    router = get_router(capture)
+    if router is None:
+        return await capture.acall(model, mt_run)
+    return await router.acall(model, mt_run)
 
 
 class DistillPlugin:

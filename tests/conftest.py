@@ -25,10 +25,12 @@ def distill_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BYLLM_DISTILL_HOME", str(home))
     for var in ("BYLLM_DISTILL_CAPTURE", "BYLLM_DISTILL_STORE_URL", "BYLLM_DISTILL_TEACHER"):
         monkeypatch.delenv(var, raising=False)
-    from byllm_distill import capture
+    from byllm_distill import capture, router
 
+    router.reset_router()
     capture.reset_capture()
     yield home
+    router.reset_router()
     capture.reset_capture()
 
 

@@ -17,7 +17,10 @@ from typing import Any
 from byllm_distill.store.tables import JSON_COLUMNS
 from byllm_distill.validators.base import Verdict
 
-SOURCES = ("teacher", "student", "shadow")
+# teacher: the user's model answered. student: a local student served the call.
+# shadow: a student answered a live call off the hot path, for scoring only.
+# eval: a student answered a held-out teacher input during evaluation.
+SOURCES = ("teacher", "student", "shadow", "eval")
 STATUSES = ("ok", "error")
 
 

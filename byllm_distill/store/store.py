@@ -192,6 +192,16 @@ class Store:
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
 
+    def set_agreement(self, record_id: str, value: float) -> None:
+        """Attach an agreement score measured after the record was written."""
+        r = tables.records.c
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(tables.records.update().where(r.id == record_id)
+                             .values(agreement=value))
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+
     def add_rating(self, record_id: str, rater: str, scores: dict[str, int],
                    comment: str = "") -> str:
         """Store one rater's rubric scores for a record; returns the rating id."""

@@ -1,0 +1,340 @@
+"""The call-site router: teacher, shadow or student, per site, with fallback.
+
+For each `by llm()` call the router reads the site's registry state (cached, reloaded
+when `state.json` changes) and picks a route:
+
+* `teacher`: the user's model answers; the call is captured (`source="teacher"`).
+  Also used when the site has no active version, is pinned to the teacher, or its
+  contract fingerprint differs from the one the active version was trained on (stale).
+* `shadow`: the teacher answers; the student answers the same input on a background
+  thread, off the caller's path, and that answer is validated and scored for agreement
+  (`source="shadow"`). After each shadow sample the promotion gate is evaluated.
+* `student`: the student answers (`source="student"`), validated inside the call. An
+  answer that fails to parse or fails a validator falls back to the teacher within the
+  same call; the teacher's answer is returned and captured as a new training example. A
+  sampled fraction of served calls is also answered by the teacher in the background for
+  comparison. Live checks are evaluated periodically; below the bar, the site rolls back.
+
+Contract: the router never changes what a teacher-routed call returns or raises, and any
+router failure (state unreadable, student unloadable) routes that call to the teacher
+with the reason logged. Routing needs capture on: student answers must be recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from byllm_distill.capture import Capture
+from byllm_distill.config import DistillConfig
+from byllm_distill.errors import DistillError
+from byllm_distill.gate import live_check, promotion_gate
+from byllm_distill.registry import SiteRegistry, SiteState, Version
+from byllm_distill.sites import describe
+
+log = logging.getLogger("byllm_distill")
+LIVE_CHECK_EVERY = 10
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: str  # "teacher", "shadow" or "student"
+    site: str
+    version: int | None = None
+    pinned: bool = False
+    reason: str = ""
+
+
+def fresh_run(mt_run: Any) -> Any:
+    """A new MTRuntime for the same call (same caller, arguments and call params)."""
+    from byllm.mtir import MTIR
+
+    mtir = mt_run.mtir
+    return MTIR(caller=mtir.caller, args=mtir.args, call_params=mtir.call_params,
+                ir_info=mtir.ir_info).runtime
+
+
+def default_student_loader(site: str, version: Version) -> Any:
+    from byllm_distill.runtime.student import load_student
+
+    return load_student(site, version)
+
+
+class Router:
+    def __init__(self, capture: Capture, config: DistillConfig,
+                 student_loader: Any = default_student_loader) -> None:
+        self.capture = capture
+        self.config = config
+        self.load_student = student_loader
+        self._students: dict[tuple[str, int], Any] = {}
+        self._states: dict[str, tuple[float, SiteState]] = {}
+        self._warned: set[str] = set()
+        self._served: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self._background = ThreadPoolExecutor(max_workers=1,
+                                              thread_name_prefix="byllm-distill-router")
+        self._pending: list[Future[Any]] = []
+        self._store_obj: Any = None
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def registry(self, site: str) -> SiteRegistry:
+        return SiteRegistry(self.config.data_dir, site)
+
+    def _state(self, site: str) -> SiteState:
+        registry = self.registry(site)
+        try:
+            mtime = registry.state_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return SiteState()
+        cached = self._states.get(site)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, registry.state())
+            self._states[site] = cached
+        return cached[1]
+
+    def route(self, mt_run: Any) -> Route:
+        site = describe(mt_run)
+        state = self._state(site.key)
+        if state.pinned == "teacher":
+            return Route("teacher", site.key, reason="pinned to teacher")
+        pinned = state.pinned_version()
+        version = pinned if pinned is not None else state.active
+        if version is None or (pinned is None and state.mode == "teacher"):
+            return Route("teacher", site.key, reason="no active student")
+        if state.fingerprint is not None and state.fingerprint != site.fingerprint:
+            self._warn_once(f"stale:{site.key}", "byllm-distill: %s changed its contract "
+                            "since its student was trained; serving it from the teacher "
+                            "until it is retrained.", site.key)
+            return Route("teacher", site.key, reason="contract changed (stale student)")
+        if pinned is not None or state.mode == "student":
+            return Route("student", site.key, version, pinned=pinned is not None)
+        if random.random() < self.config.site(site.key).shadow_fraction:
+            return Route("shadow", site.key, version)
+        return Route("teacher", site.key, reason="shadow sample skipped")
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def acall(self, model: Any, mt_run: Any) -> Any:
+        """Async abilities: the teacher route stays async; a student route (a local,
+        blocking model) runs in a worker thread, with a synchronous teacher fallback."""
+        import asyncio
+
+        try:
+            route = None if mt_run.stream else self.route(mt_run)
+        except Exception as exc:  # noqa: BLE001 - routing boundary: fall back to the teacher
+            self._warn_once(f"route:{type(exc).__name__}", "byllm-distill: routing failed "
+                            "(%s: %s); the teacher answers.", type(exc).__name__, exc)
+            route = None
+        if route is None or route.kind == "teacher":
+            return await self.capture.acall(model, mt_run)
+        if route.kind == "shadow":
+            shadow_run = fresh_run(mt_run)
+            result = await self.capture.acall(model, mt_run)
+            self._submit(self._shadow_sample, route, shadow_run, result)
+            return result
+        return await asyncio.to_thread(self._serve_student, model, mt_run, route)
+
+    def call(self, model: Any, mt_run: Any) -> Any:
+        if mt_run.stream:
+            return self.capture.call(model, mt_run)
+        try:
+            route = self.route(mt_run)
+        except Exception as exc:  # noqa: BLE001 - routing boundary: fall back to the teacher
+            self._warn_once(f"route:{type(exc).__name__}", "byllm-distill: routing failed "
+                            "(%s: %s); the teacher answers.", type(exc).__name__, exc)
+            return self.capture.call(model, mt_run)
+        if route.kind == "student":
+            return self._serve_student(model, mt_run, route)
+        if route.kind == "shadow":
+            return self._serve_shadow(model, mt_run, route)
+        return self.capture.call(model, mt_run)
+
+    def _student(self, route: Route) -> Any:
+        key = (route.site, route.version)
+        with self._lock:
+            student = self._students.get(key)
+            if student is None:
+                version = self.registry(route.site).verify(route.version)
+                student = self.load_student(route.site, version)
+                self._students[key] = student
+        return student
+
+    def _serve_student(self, model: Any, mt_run: Any, route: Route) -> Any:
+        try:
+            student = self._student(route)
+        except Exception as exc:  # noqa: BLE001 - a broken student must not break the call
+            self._student_unloadable(route, exc)
+            return self.capture.call(model, mt_run)
+        saved = list(mt_run.messages)
+        outcome = self.capture.run(student, mt_run, source="student", version=route.version,
+                                   validate_now=True)
+        record = outcome.record
+        good = outcome.error is None and record is not None and record.valid is not False
+        self._after_student_answer(route)
+        if not good:
+            why = (f"{type(outcome.error).__name__}: {outcome.error}" if outcome.error
+                   else "; ".join(f"{v.name}: {v.detail}" for v in (record.verdicts or [])
+                                  if not v.passed) or "not recorded")
+            log.info("byllm-distill: %s v%s answer rejected (%s); the teacher answers.",
+                     route.site, route.version, why)
+            mt_run.messages[:] = saved
+            return self.capture.call(model, mt_run)
+        if random.random() < self.config.site(route.site).check_fraction:
+            self._submit(self._teacher_check, model, fresh_run(mt_run), outcome.result, record)
+        return outcome.result
+
+    def _serve_shadow(self, model: Any, mt_run: Any, route: Route) -> Any:
+        shadow_run = fresh_run(mt_run)  # before the teacher's answer is appended
+        result = self.capture.call(model, mt_run)
+        self._submit(self._shadow_sample, route, shadow_run, result)
+        return result
+
+    # -- background work -----------------------------------------------------------------
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - background work must never surface
+                self._warn_once(f"bg:{fn.__name__}:{type(exc).__name__}",
+                                "byllm-distill: background %s failed: %s: %s", fn.__name__,
+                                type(exc).__name__, exc)
+
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._background.submit(guarded))
+
+    def _shadow_sample(self, route: Route, shadow_run: Any, teacher_result: Any) -> None:
+        try:
+            student = self._student(route)
+        except Exception as exc:  # noqa: BLE001
+            self._student_unloadable(route, exc)
+            return
+        self.capture.run(student, shadow_run, source="shadow", version=route.version,
+                         validate_now=True, reference=teacher_result)
+        self.capture.flush()
+        self.maybe_promote(route.site, route.version)
+
+    def _teacher_check(self, model: Any, check_run: Any, student_result: Any,
+                       student_record: Any) -> None:
+        outcome = self.capture.run(model, check_run, source="teacher")
+        if outcome.error is None and student_record is not None:
+            from byllm_distill.agreement import agreement
+            from byllm_distill.serialize import to_jsonable
+
+            score = agreement(to_jsonable(student_result), to_jsonable(outcome.result))
+            self.capture.flush()
+            self._store().set_agreement(student_record.id, round(score, 4))
+
+    def _after_student_answer(self, route: Route) -> None:
+        if route.pinned:
+            return
+        key = (route.site, route.version)
+        with self._lock:
+            self._served[key] = self._served.get(key, 0) + 1
+            due = self._served[key] % LIVE_CHECK_EVERY == 0
+        if due:
+            self._submit(self.maybe_rollback, route.site, route.version)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _store(self) -> Any:
+        from byllm_distill.store import Store
+
+        with self._lock:
+            if self._store_obj is None:
+                self._store_obj = Store(self.config.database_url)
+            return self._store_obj
+
+    def maybe_promote(self, site: str, version: int) -> bool:
+        from byllm_distill.store.events import log_event
+
+        registry = self.registry(site)
+        state = registry.state()
+        if state.mode != "shadow" or state.active != version or state.pinned is not None:
+            return False
+        self.capture.flush()
+        store = self._store()
+        result = promotion_gate(store, site, version, self.config.site(site))
+        if not result.passed:
+            return False
+        registry.update(mode="student")
+        log_event(store, site, "promoted", version, **result.to_dict())
+        log.info("byllm-distill: %s v%s promoted: %s", site, version, result.to_dict())
+        return True
+
+    def maybe_rollback(self, site: str, version: int) -> bool:
+        from byllm_distill.store.events import log_event
+
+        self.capture.flush()
+        store = self._store()
+        result = live_check(store, site, version, self.config.site(site))
+        if result.passed:
+            return False
+        registry = self.registry(site)
+        if registry.state().active != version:
+            return False
+        new = registry.rollback()
+        log_event(store, site, "rolled_back", version, to=new.active or "teacher",
+                  **result.to_dict())
+        log.warning("byllm-distill: %s v%s rolled back to %s: %s", site, version,
+                    new.active or "the teacher", "; ".join(result.reasons))
+        return True
+
+    def _student_unloadable(self, route: Route, exc: Exception) -> None:
+        self._warn_once(f"load:{route.site}:{route.version}", "byllm-distill: %s v%s cannot "
+                        "be loaded (%s); the teacher answers.", route.site, route.version, exc)
+        if route.pinned or not isinstance(exc, DistillError):
+            return
+        from byllm_distill.store.events import log_event
+
+        registry = self.registry(route.site)
+        if registry.state().active == route.version:
+            new = registry.rollback()
+            log_event(self._store(), route.site, "rolled_back", route.version,
+                      to=new.active or "teacher", reasons=[str(exc)])
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        log.warning(message, *args)
+
+    def drain(self, timeout: float = 120.0) -> None:
+        """Wait for background shadow samples and checks (tests, demo, exit)."""
+        import concurrent.futures
+
+        with self._lock:
+            pending = list(self._pending)
+        concurrent.futures.wait(pending, timeout=timeout)
+        self.capture.flush()
+
+
+_router: Router | None = None
+_router_lock = threading.Lock()
+
+
+def get_router(capture: Capture) -> Router | None:
+    """The process-wide router for `capture`, or None when routing or capture is off."""
+    global _router
+    if not capture.enabled or not capture.config.routing:
+        return None
+    with _router_lock:
+        if _router is None or _router.capture is not capture:
+            _router = Router(capture, capture.config)
+        return _router
+
+
+def reset_router() -> None:
+    """Drain and forget the process-wide router (tests; config re-read next call)."""
+    global _router
+    with _router_lock:
+        if _router is not None:
+            _router.drain()
+        _router = None

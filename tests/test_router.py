@@ -1,0 +1,216 @@
+"""The router with stand-in students (real byLLM model subclasses), no training needed.
+
+The RPG program runs in this process; its teacher is the offline designer. A "student"
+here is another designer (a different seed, or one that breaks maps on purpose), loaded
+through the router's student loader as a trained GGUF would be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import byllm_distill
+from byllm_distill import router as router_mod
+from byllm_distill.capture import get_capture
+from byllm_distill.config import load_config
+from byllm_distill.gate import wilson_lower
+from byllm_distill.registry import SiteRegistry, file_manifest
+from byllm_distill.rpg.corpus import MAP_SITE, load_program
+from byllm_distill.rpg.teacher import OfflineDesigner
+from byllm_distill.store import RecordFilter, Store
+from byllm_distill.store.events import site_events
+
+
+class BrokenDesigner(OfflineDesigner):
+    """Answers maps with every enemy removed: parses, but fails `enemy_count`."""
+
+    def answer(self, mt_run: Any) -> str:
+        data = json.loads(super().answer(mt_run))
+        data["enemies"] = []
+        return json.dumps(data)
+
+
+class ExplodingModel(OfflineDesigner):
+    def answer(self, mt_run: Any) -> str:
+        raise RuntimeError("student crashed")
+
+
+@pytest.fixture
+def program() -> Any:
+    return load_program()
+
+
+def _level(program: Any, difficulty: int = 2) -> Any:
+    return program.create_next_level([], difficulty, 16, 12)
+
+
+def _register_version(fingerprint: str, label: str = "a") -> int:
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    with registry.new_version() as (number, folder):
+        (folder / "model.gguf").write_text(f"stand-in weights {label}")
+        manifest = {"fingerprint": fingerprint, "files": file_manifest(folder)}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return number
+
+
+def _install_router(students: dict[int, Any]) -> router_mod.Router:
+    capture = get_capture()
+    router = router_mod.Router(capture, capture.config,
+                               student_loader=lambda site, version: students[version.number])
+    router_mod._router = router
+    return router
+
+
+def _map_fingerprint(program: Any) -> str:
+    program.create_next_map(_level(program))
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    return next(store.iter_records(RecordFilter(site=MAP_SITE))).fingerprint
+
+
+def test_student_serves_and_is_recorded(program: Any) -> None:
+    fingerprint = _map_fingerprint(program)
+    version = _register_version(fingerprint)
+    student = OfflineDesigner(model_name="student-designer")
+    _install_router({version: student})
+    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+
+    level = _level(program, 3)
+    answer = program.create_next_map(level)
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    (served,) = list(store.iter_records(RecordFilter(site=MAP_SITE, source="student")))
+    assert served.version == version and served.model == "student-designer"
+    assert served.valid is True
+    assert len(answer.enemies) == level.num_enemies
+
+
+def test_rejected_student_answer_falls_back_inside_the_call(program: Any) -> None:
+    fingerprint = _map_fingerprint(program)
+    version = _register_version(fingerprint)
+    _install_router({version: BrokenDesigner(model_name="broken-student")})
+    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+
+    level = _level(program, 4)
+    answer = program.create_next_map(level)
+    assert len(answer.enemies) == level.num_enemies  # the teacher's answer came back
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    (rejected,) = list(store.iter_records(RecordFilter(site=MAP_SITE, source="student")))
+    assert rejected.valid is False
+    assert "enemy_count" in {v.name for v in rejected.verdicts if not v.passed}
+    teacher = list(store.iter_records(RecordFilter(site=MAP_SITE, source="teacher")))
+    assert len(teacher) == 2  # the fingerprint probe, then the fallback: new training data
+    assert teacher[-1].output["enemies"] == [
+        {"x": e.x, "y": e.y} for e in answer.enemies]
+
+
+def test_crashing_student_falls_back(program: Any) -> None:
+    version = _register_version(_map_fingerprint(program))
+    _install_router({version: ExplodingModel(model_name="exploding")})
+    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    level = _level(program)
+    assert len(program.create_next_map(level).enemies) == level.num_enemies
+
+
+def test_shadow_samples_then_promotion(program: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BYLLM_DISTILL_HOME", str(load_config().data_dir))
+    version = _register_version(_map_fingerprint(program))
+    router = _install_router({version: OfflineDesigner(model_name="student-designer")})
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry.activate(version, mode="shadow")
+    settings = load_config().site(MAP_SITE)
+    # The fewest perfect samples whose Wilson lower bound clears the threshold (35 at 0.9).
+    needed = next(n for n in range(1, 500) if wilson_lower(n, n) >= settings.threshold)
+    for i in range(needed):
+        assert registry.state().mode == "shadow"
+        program.create_next_map(_level(program, 1 + i % 5))
+        router.drain()
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    shadow = list(store.iter_records(RecordFilter(site=MAP_SITE, source="shadow")))
+    assert len(shadow) == needed
+    assert all(r.agreement is not None and 0 <= r.agreement <= 1 for r in shadow)
+    assert registry.state().mode == "student"
+    (event,) = site_events(store, MAP_SITE, kinds=("promoted",))
+    assert event.version == version and event.details["lower_bound"] >= settings.threshold
+    assert event.details["n"] >= settings.min_samples
+
+
+def test_bad_student_is_never_promoted_and_live_failures_roll_back(program: Any) -> None:
+    fingerprint = _map_fingerprint(program)
+    good = _register_version(fingerprint, "good")
+    bad = _register_version(fingerprint, "bad")
+    router = _install_router({good: OfflineDesigner(model_name="good"),
+                              bad: BrokenDesigner(model_name="bad")})
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry.activate(bad, mode="shadow")
+    for _ in range(25):
+        program.create_next_map(_level(program))
+    router.drain()
+    assert registry.state().mode == "shadow"  # the gate refused it
+    assert not router.maybe_promote(MAP_SITE, bad)
+
+    registry.activate(good, mode="student")
+    registry.activate(bad, mode="student")  # someone forces the bad one live
+    for _ in range(30):
+        level = _level(program)
+        assert len(program.create_next_map(level).enemies) == level.num_enemies
+    router.drain()
+    state = registry.state()
+    assert state.active == good and state.mode == "student"
+    store = Store(load_config().database_url)
+    (event,) = site_events(store, MAP_SITE, kinds=("rolled_back",))
+    assert event.version == bad and event.details["to"] == good
+
+
+def test_changed_contract_routes_to_teacher(program: Any) -> None:
+    version = _register_version("fingerprint-of-an-older-contract")
+    _install_router({version: BrokenDesigner(model_name="stale")})
+    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    program.create_next_map(_level(program))
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    assert store.count(RecordFilter(site=MAP_SITE, source="student")) == 0
+
+
+def test_corrupt_artifact_is_refused_and_rolled_back(program: Any) -> None:
+    version = _register_version(_map_fingerprint(program))
+    _install_router({version: OfflineDesigner(model_name="never-loaded")})
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry.activate(version, mode="student")
+    (registry.versions_dir / str(version) / "model.gguf").write_text("corrupted!")
+    level = _level(program)
+    assert len(program.create_next_map(level).enemies) == level.num_enemies
+    assert registry.state().mode == "teacher" and registry.state().active is None
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    assert store.count(RecordFilter(site=MAP_SITE, source="student")) == 0
+    (event,) = site_events(store, MAP_SITE, kinds=("rolled_back",))
+    assert "does not match its manifest" in event.details["reasons"][0]
+
+
+def test_pins(program: Any) -> None:
+    version = _register_version(_map_fingerprint(program))
+    _install_router({version: OfflineDesigner(model_name="pinned-student")})
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry.update(pinned=str(version))
+    program.create_next_map(_level(program))
+    registry.update(pinned="teacher", active=version, mode="student")
+    program.create_next_map(_level(program))
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    assert [r.source for r in store.iter_records(RecordFilter(site=MAP_SITE))] == [
+        "teacher", "student", "teacher"]
+
+
+def test_partial_version_never_appears(tmp_path: Path) -> None:
+    registry = SiteRegistry(tmp_path, "m.f")
+    with pytest.raises(KeyboardInterrupt), registry.new_version() as (_number, folder):
+        (folder / "model.gguf").write_text("half")
+        raise KeyboardInterrupt
+    assert registry.versions() == [] and not list(registry.versions_dir.glob("*.partial"))
