@@ -59,9 +59,9 @@ def fresh_run(mt_run: Any) -> Any:
 
 
 def default_student_loader(site: str, version: Version) -> Any:
-    from byllm_distill.runtime.student import load_student
+    from byllm_distill.runtime.student import student_model
 
-    return load_student(site, version)
+    return student_model(site, version=version.number, folder=version.path)
 
 
 class Router:

@@ -34,4 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev]"
     echo "$want" > "$stamp"
 fi
+# llama.cpp's HF->GGUF converter ships only in the llama-cpp-python sdist: fetch it once
+# from PyPI into the user cache (no model hub involved). Quick when already prepared.
+.venv/bin/python -m byllm_distill.training.export --prepare
 echo "setup: ready ($(.venv/bin/python --version), $(du -sh .venv 2>/dev/null | cut -f1) in .venv)"

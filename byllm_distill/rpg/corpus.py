@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.errors import DistillError
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import utc_now
 
@@ -67,6 +68,19 @@ class CorpusSummary:
         return out
 
 
+def play_runs(program: Any, runs: int, levels_per_run: int, seed: int,
+              on_run: Any = None) -> None:
+    """Play `runs` seeded runs (size drawn per run; the offline teacher reseeded per run)."""
+    rng = random.Random(seed)
+    for run in range(runs):
+        if hasattr(program.llm, "reseed"):
+            program.llm.reseed(seed * 1_000_003 + run)
+        width, height = rng.choice(SIZES)
+        program.play_run(levels_per_run, width, height)
+        if on_run is not None:
+            on_run()
+
+
 def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str | None = None,
                     progress: bool = True) -> CorpusSummary:
     """Play the runs (captured into the configured store) and summarise what was written."""
@@ -78,17 +92,11 @@ def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str 
     program = load_program(teacher)
     capture = get_capture()
     if capture is None or not capture.enabled:
-        raise RuntimeError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
+        raise DistillError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
                            "capture = false); turn it on to build a corpus.")
-    rng = random.Random(seed)
     started = utc_now()
     bar = tqdm(total=runs * levels_per_run, unit="level", desc="corpus", disable=not progress)
-    for run in range(runs):
-        if hasattr(program.llm, "reseed"):
-            program.llm.reseed(seed * 1_000_003 + run)
-        width, height = rng.choice(SIZES)
-        program.play_run(levels_per_run, width, height)
-        bar.update(levels_per_run)
+    play_runs(program, runs, levels_per_run, seed, on_run=lambda: bar.update(levels_per_run))
     bar.close()
     byllm_distill.flush(120)
     return summarize(Store(capture.config.database_url), since=started)

@@ -64,12 +64,14 @@ class JobQueue:
         with self.store.engine.connect() as conn:
             return _job(conn.execute(sa.select(tables.jobs).where(self.c.id == job_id)).one())
 
-    def claim(self, pid: int) -> Job | None:
-        """Take the oldest queued job, or None."""
+    def claim(self, pid: int, site: str | None = None) -> Job | None:
+        """Take the oldest queued job (of `site`, if given), or None."""
         while True:
             with self.store.engine.begin() as conn:
-                row = conn.execute(sa.select(tables.jobs).where(self.c.status == "queued")
-                                   .order_by(self.c.id).limit(1)).first()
+                query = sa.select(tables.jobs).where(self.c.status == "queued")
+                if site is not None:
+                    query = query.where(self.c.site == site)
+                row = conn.execute(query.order_by(self.c.id).limit(1)).first()
                 if row is None:
                     return None
                 now = utc_now()

@@ -1,0 +1,188 @@
+"""Lifecycle commands: models, promote, rollback, pin, unpin, history, worker.
+
+Added to the main group by `register(main)`; they parse and print, the work is in
+registry.py, lifecycle.py and store/events.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from byllm_distill.cli_common import friendly_errors, get_config, open_store
+from byllm_distill.errors import DistillError
+from byllm_distill.registry import SiteRegistry
+from byllm_distill.store.events import log_event, site_events
+
+
+def _registry(site: str) -> SiteRegistry:
+    return SiteRegistry(get_config().data_dir, site)
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("site")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+    @friendly_errors
+    def models(site: str, as_json: bool) -> None:
+        """List a site's student versions, which one is active, and their metrics."""
+        registry = _registry(site)
+        state = registry.state()
+        rows = []
+        for v in registry.versions():
+            training = v.manifest.get("training", {})
+            rows.append({
+                "version": v.number, "active": v.number == state.active,
+                "created_at": v.manifest.get("created_at"),
+                "fingerprint": v.manifest.get("fingerprint"),
+                "examples": v.manifest.get("dataset", {}).get("counts", {}).get("train"),
+                "steps": training.get("steps"), "final_loss": training.get("final_loss"),
+                "gguf_mb": round(v.manifest.get("export", {}).get("bytes", 0) / 2**20, 1),
+            })
+        if as_json:
+            click.echo(json.dumps({"state": state.__dict__, "versions": rows}, indent=2))
+            return
+        click.echo(f"{site}: mode {state.mode}, active "
+                   f"{state.active if state.active is not None else '-'}"
+                   f"{', pinned to ' + state.pinned if state.pinned else ''}")
+        if not rows:
+            click.echo(f"No versions yet; run `byllm-distill train {site}` or the worker.")
+            return
+        click.echo(f"{'VER':>3}  {'CREATED':<19} {'EXAMPLES':>8} {'STEPS':>6} {'LOSS':>7} "
+                   f"{'GGUF MB':>7}  FINGERPRINT")
+        for r in rows:
+            mark = "*" if r["active"] else " "
+            loss = f"{r['final_loss']:.3f}" if isinstance(r["final_loss"], float) else "-"
+            click.echo(f"{r['version']:>3}{mark} {str(r['created_at'])[:19]:<19} "
+                       f"{r['examples'] or '-':>8} {r['steps'] or '-':>6} {loss:>7} "
+                       f"{r['gguf_mb']:>7}  {r['fingerprint']}")
+
+    @main.command()
+    @click.argument("site")
+    @click.argument("version", type=int, required=False)
+    @click.option("--shadow", is_flag=True, help="Activate in shadow mode instead of serving.")
+    @friendly_errors
+    def promote(site: str, version: int | None, shadow: bool) -> None:
+        """Serve a site from VERSION (default: the newest), skipping the gate."""
+        registry = _registry(site)
+        if version is None:
+            versions = registry.versions()
+            if not versions:
+                raise DistillError(f"{site} has no versions; run `byllm-distill train {site}`.")
+            version = versions[-1].number
+        mode = "shadow" if shadow else "student"
+        state = registry.activate(version, mode=mode)
+        log_event(open_store(), site, "promoted", version, manual=True, mode=mode)
+        click.echo(f"{site}: version {version} active in {state.mode} mode.")
+
+    @main.command()
+    @click.argument("site")
+    @friendly_errors
+    def rollback(site: str) -> None:
+        """Go back to the previous version (or the teacher when there is none)."""
+        registry = _registry(site)
+        before = registry.state().active
+        state = registry.rollback()
+        log_event(open_store(), site, "rolled_back", before, manual=True,
+                  to=state.active or "teacher")
+        click.echo(f"{site}: now served by "
+                   f"{'version ' + str(state.active) if state.active else 'the teacher'}.")
+
+    @main.command()
+    @click.argument("site")
+    @click.argument("target")
+    @friendly_errors
+    def pin(site: str, target: str) -> None:
+        """Pin a site to `teacher` or to a version number; automatic decisions stop."""
+        registry = _registry(site)
+        if target != "teacher":
+            if not target.isdigit():
+                raise click.BadParameter("TARGET is 'teacher' or a version number")
+            registry.verify(int(target))
+        registry.update(pinned=target)
+        log_event(open_store(), site, "pinned", int(target) if target.isdigit() else None,
+                  to=target)
+        click.echo(f"{site}: pinned to {target}.")
+
+    @main.command()
+    @click.argument("site")
+    @friendly_errors
+    def unpin(site: str) -> None:
+        """Remove a pin; the site follows its mode and the gates again."""
+        registry = _registry(site)
+        registry.update(pinned=None)
+        log_event(open_store(), site, "unpinned")
+        click.echo(f"{site}: unpinned (mode {registry.state().mode}).")
+
+    @main.command()
+    @click.argument("site")
+    @click.option("--limit", default=50, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+    @friendly_errors
+    def history(site: str, limit: int, as_json: bool) -> None:
+        """Every training, promotion, rollback and pin of a site, with its numbers."""
+        events = site_events(open_store(), site, limit=limit)
+        if not events:
+            click.echo(f"No decisions logged for {site} yet.")
+        for e in reversed(events):
+            if as_json:
+                click.echo(json.dumps(e.__dict__))
+                continue
+            version = f"v{e.version}" if e.version is not None else "-"
+            click.echo(f"{e.created_at[:19]}  {e.kind:<16} {version:<5} {_summary(e.details)}")
+
+    @main.command()
+    @click.option("--once", is_flag=True, help="One scheduling round, then exit.")
+    @click.option("--poll", default=60.0, show_default=True,
+                  help="Seconds between rounds when nothing runs.")
+    @click.option("--site", help="Only train this site.")
+    @friendly_errors
+    def worker(once: bool, poll: float, site: str | None) -> None:
+        """Train due sites in quiet windows, one job at a time at low priority."""
+        from byllm_distill.lifecycle import JobReport, Worker
+
+        def show(result: Any) -> None:
+            if isinstance(result, JobReport):
+                if result.error:
+                    click.echo(f"{result.job.site}: training failed: {result.error}", err=True)
+                    return
+                held = result.heldout
+                extra = (f"; held-out: {held.passes}/{held.n} pass every validator "
+                         f"(lower bound {held.lower_bound:.2f})" if held else "")
+                click.echo(f"{result.job.site}: trained version {result.version}, now in "
+                           f"shadow mode{extra}")
+            else:
+                click.echo(result)
+
+        Worker(get_config()).run(once=once, poll_s=poll, site=site, on_step=show)
+
+    @main.command()
+    @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+                  default=Path(".byllm-distill-demo"), show_default=True,
+                  help="The demo's own data folder (recreated on every run).")
+    @click.option("--runs", default=40, show_default=True, help="Corpus runs (5 levels each).")
+    @click.option("--steps", default=120, show_default=True, help="LoRA training steps.")
+    @click.option("--seed", default=0, show_default=True)
+    @friendly_errors
+    def demo(home: Path, runs: int, steps: int, seed: int) -> None:
+        """Run the whole loop offline: capture, train, shadow, gate, serve, compare."""
+        from byllm_distill.demo import DemoOptions, run_demo
+
+        run_demo(DemoOptions(home=home, runs=runs, steps=steps, seed=seed), say=click.echo)
+
+
+def _summary(details: dict[str, Any]) -> str:
+    keys = ("n", "passes", "lower_bound", "agreement", "reasons", "to", "manual", "error")
+    parts = [f"{k}={details[k]}" for k in keys if details.get(k) not in (None, [], "")]
+    held = details.get("heldout")
+    if isinstance(held, dict):
+        parts.append(f"heldout {held.get('passes')}/{held.get('n')} "
+                     f"lb={held.get('lower_bound')}")
+    training = details.get("training")
+    if isinstance(training, dict):
+        parts.append(f"loss {training.get('first_loss')}→{training.get('final_loss')} "
+                     f"in {training.get('steps')} steps")
+    return ", ".join(parts)

@@ -1,0 +1,178 @@
+"""`byllm-distill demo`: the whole loop on embedded defaults, no API key.
+
+1. Capture: play RPG runs with the offline teacher; every call is recorded and validated.
+2. Train: the worker trains the `rpg.create_next_map` student (LoRA on the embedded
+   SmolLM2-135M), exports a GGUF, scores it on held-out inputs, activates it in shadow.
+3. Shadow: more runs; the student answers alongside the teacher and the gate decides.
+4. Serve: more runs; if the gate passed, map calls are served by the student (with
+   teacher fallback on any invalid answer), else they stay with the teacher.
+5. Before/after summary: latency, validity, cost (and what the same calls would cost on a
+   hosted model, estimated from their size and litellm's price table).
+
+Everything goes to its own data dir (default `.byllm-distill-demo`), recreated each run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byllm_distill.store import Record, RecordFilter, Store
+
+MARKER = ".byllm-distill-demo"
+HOSTED_REFERENCE = "gpt-4o-mini"
+
+
+@dataclass
+class DemoOptions:
+    home: Path
+    runs: int = 40
+    levels_per_run: int = 5
+    steps: int = 120
+    shadow_runs: int = 2
+    serve_runs: int = 2
+    seed: int = 0
+
+
+def _fresh_home(home: Path) -> None:
+    if home.exists():
+        if not (home / MARKER).exists():
+            raise SystemExit(f"{home} exists and is not a demo folder; pick another --home.")
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / MARKER).write_text("created by byllm-distill demo; deleted on the next demo run\n")
+
+
+def _p(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _hosted_cost_per_1k(records: list[Record]) -> float | None:
+    """≈ cost of these calls on a hosted model: tokens estimated as characters / 4."""
+    try:
+        import litellm
+
+        prices = litellm.model_cost[HOSTED_REFERENCE]
+    except (ImportError, KeyError):
+        return None
+    if not records:
+        return None
+    total = 0.0
+    for r in records:
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in r.messages)
+        total += prompt_chars / 4 * prices["input_cost_per_token"]
+        total += len(r.output_raw or "") / 4 * prices["output_cost_per_token"]
+    return total / len(records) * 1000
+
+
+def summarize(records: list[Record]) -> dict[str, Any]:
+    latencies = [r.latency_ms for r in records]
+    costs = [r.cost or 0.0 for r in records]
+    return {
+        "calls": len(records),
+        "p50_ms": round(_p(latencies, 0.5), 1),
+        "p95_ms": round(_p(latencies, 0.95), 1),
+        "valid": (sum(1 for r in records if r.valid) / len(records)) if records else None,
+        "cost_per_1k": round(statistics.fmean(costs) * 1000, 4) if costs else None,
+    }
+
+
+def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+    _fresh_home(options.home)
+    os.environ["BYLLM_DISTILL_HOME"] = str(options.home.resolve())
+    os.environ.setdefault("BYLLM_DISTILL_TRAIN_STEPS", str(options.steps))
+    os.environ.pop("BYLLM_DISTILL_TEACHER", None)  # the demo is offline by definition
+    import byllm_distill
+    from byllm_distill import capture, router
+    from byllm_distill.config import load_config
+    from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready
+    from byllm_distill.registry import SiteRegistry
+    from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program, play_runs
+
+    router.reset_router()
+    capture.reset_capture()
+    config = load_config()
+    store = Store(config.database_url)
+
+    say(f"[1/5] Capture: {options.runs} runs x {options.levels_per_run} levels with the "
+        "offline teacher (every by llm() call is recorded and validated)")
+    corpus = generate_corpus(options.runs, options.levels_per_run, seed=options.seed)
+    for line in corpus.lines():
+        say("      " + line)
+
+    say(f"[2/5] Train: the worker trains {MAP_SITE} ({config.train_steps} LoRA steps on the "
+        "embedded SmolLM2-135M), exports a GGUF and scores it on held-out inputs")
+    # The demo trains the map site only; the level site's job stays queued for later.
+    result = Worker(config, store).step(site=MAP_SITE)
+    report = result if isinstance(result, JobReport) else None
+    if report is None or report.error:
+        say(f"      training did not complete: {report.error if report else result}")
+        return {"trained": False}
+    held = report.heldout
+    say(f"      version {report.version}: held-out {held.passes}/{held.n} maps pass every "
+        f"validator (Wilson lower bound {held.lower_bound:.2f}); now in shadow mode")
+
+    program = load_program()
+    registry = SiteRegistry(config.data_dir, MAP_SITE)
+    say(f"[3/5] Shadow: {options.shadow_runs} runs; the student answers each map call "
+        "alongside the teacher, off the caller's path, and is scored")
+    play_runs(program, options.shadow_runs, options.levels_per_run, options.seed + 1000)
+    byllm_distill.flush(600)
+    gate = promote_if_ready(store, config, MAP_SITE)
+    state = registry.state()
+    if gate is not None:
+        verdict = "passed: promoted" if gate.passed else "refused: " + "; ".join(gate.reasons)
+        say(f"      gate over {gate.n} samples ({gate.passes} valid, lower bound "
+            f"{gate.lower_bound:.2f}, threshold {config.site(MAP_SITE).threshold}): {verdict}")
+    say(f"      {MAP_SITE} is now in {state.mode} mode")
+
+    say(f"[4/5] Serve: {options.serve_runs} runs")
+    before = _play_and_collect(store, program, options, MAP_SITE)
+    served = [r for r in before if r.source == "student"]
+    fallbacks = [r for r in served if r.valid is False]
+    say(f"      {len(served) - len(fallbacks)} map calls answered by the student, "
+        f"{len(fallbacks)} fell back to the teacher, "
+        f"{sum(1 for r in before if r.source == 'teacher')} teacher answers in all")
+
+    say("[5/5] Before / after (map site)")
+    teacher = [r for r in store.iter_records(RecordFilter(site=MAP_SITE, source="teacher"))]
+    student = [r for r in store.iter_records(RecordFilter(site=MAP_SITE))
+               if r.source in ("student", "shadow", "eval")]
+    t, s = summarize(teacher), summarize(student)
+    hosted = _hosted_cost_per_1k(teacher)
+    say(f"      {'':<28}{'teacher (offline)':>20}{'student (local)':>20}")
+    say(f"      {'answers':<28}{t['calls']:>20}{s['calls']:>20}")
+    say(f"      {'latency p50 / p95 (ms)':<28}{t['p50_ms']:>11} / {t['p95_ms']:<6}"
+        f"{s['p50_ms']:>11} / {s['p95_ms']:<6}")
+    say(f"      {'pass every validator':<28}{_pct(t['valid']):>20}{_pct(s['valid']):>20}")
+    say(f"      {'cost per 1,000 calls':<28}{'$0 (offline)':>20}{'$0 + CPU':>20}")
+    if hosted is not None:
+        say(f"      the same map calls on {HOSTED_REFERENCE} would cost ≈ ${hosted:.2f} per "
+            "1,000 (size-based estimate)")
+    say(f"      data: {options.home}  (try `byllm-distill status`, `history {MAP_SITE}`)")
+    return {"trained": True, "version": report.version, "mode": state.mode,
+            "teacher": t, "student": s, "served": len(served) - len(fallbacks)}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _play_and_collect(store: Store, program: Any, options: DemoOptions,
+                      site: str) -> list[Record]:
+    import byllm_distill
+    from byllm_distill.rpg.corpus import play_runs
+    from byllm_distill.store.record import utc_now
+
+    started = utc_now()
+    play_runs(program, options.serve_runs, options.levels_per_run, options.seed + 2000)
+    byllm_distill.flush(600)
+    return [r for r in store.iter_records(RecordFilter(site=site, since=started))]

@@ -1,0 +1,239 @@
+"""A site's student lifecycle: train → evaluate on held-out → shadow → (gate) → student.
+
+`run_job` is what the worker does for one queued job: train and export a new version
+(training/pipeline.py), answer every held-out input with it and score those answers
+(`source="eval"` records: validators + agreement with the teacher's answer), activate it
+in shadow mode, and log the decision with its numbers. Promotion to serving happens when
+the gate passes over held-out and live shadow samples (router.py / `promote_if_ready`).
+The active version is only replaced after the new version is complete and verified, so a
+crash or kill at any point leaves the site served as before.
+
+`Worker` runs jobs one at a time at low OS priority, with a heartbeat so a killed worker's
+job is retried by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from byllm_distill.agreement import agreement
+from byllm_distill.config import DistillConfig
+from byllm_distill.gate import GateResult, promotion_gate, wilson_lower
+from byllm_distill.registry import SiteRegistry
+from byllm_distill.scheduler import due_sites, quiet_now
+from byllm_distill.store import Record, RecordFilter, Store
+from byllm_distill.store.events import log_event
+from byllm_distill.store.jobs import Job, JobQueue
+from byllm_distill.validators import registry as validators
+
+log = logging.getLogger("byllm_distill")
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 120.0
+
+
+def evaluate_heldout(store: Store, site: str, version: int, folder: Any,
+                     progress: Callable[[int, int], None] | None = None) -> GateResult | None:
+    """Answer each held-out teacher input with the new version; store scored records."""
+    from byllm_distill.runtime.engine import engine_for, unload
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    ids = manifest["dataset"]["heldout_ids"]
+    if not ids:
+        return None
+    teacher = {r.id: r for r in store.iter_records(RecordFilter(ids=ids), with_verdicts=False)}
+    engine = engine_for(site, folder=folder, version=version)
+    scored: list[Record] = []
+    try:
+        for index, record_id in enumerate(ids):
+            source = teacher.get(record_id)
+            if source is None:
+                continue
+            generation = engine.generate(source.args)
+            try:
+                output = (json.loads(generation.text) if source.schema is not None
+                          else generation.text)
+                status, error = "ok", None
+            except ValueError as exc:
+                output, status, error = None, "error", f"unparseable answer: {exc}"
+            record = Record(site=site, fingerprint=source.fingerprint,
+                            model=f"student:{site}@v{version}", source="eval",
+                            messages=[{"role": "user", "content": engine.prompt(source.args)}],
+                            schema=source.schema, args=source.args, output_raw=generation.text,
+                            output=output, latency_ms=round(generation.seconds * 1000, 3),
+                            usage=generation.usage, cost=0.0, status=status, error=error,
+                            version=version)
+            if status == "ok":
+                record.agreement = round(agreement(output, source.output), 4)
+            record.verdicts = validators.validate(record)
+            scored.append(record)
+            if progress:
+                progress(index + 1, len(ids))
+    finally:
+        unload(site)
+    store.add_records(scored)
+    passes = sum(1 for r in scored if r.valid)
+    agreements = [r.agreement for r in scored if r.agreement is not None]
+    return GateResult(True, len(scored), passes, wilson_lower(passes, len(scored)),
+                      sum(agreements) / len(agreements) if agreements else None)
+
+
+def promote_if_ready(store: Store, config: DistillConfig, site: str) -> GateResult | None:
+    """Promote the site's shadow version if the gate passes; log the decision either way."""
+    registry = SiteRegistry(config.data_dir, site)
+    state = registry.state()
+    if state.mode != "shadow" or state.active is None or state.pinned is not None:
+        return None
+    result = promotion_gate(store, site, state.active, config.site(site))
+    if result.passed:
+        registry.update(mode="student")
+        log_event(store, site, "promoted", state.active, **result.to_dict())
+    return result
+
+
+@dataclass
+class JobReport:
+    job: Job
+    version: int | None = None
+    heldout: GateResult | None = None
+    error: str | None = None
+    messages: list[str] = field(default_factory=list)
+
+
+def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
+            progress: bool = True) -> JobReport:
+    """Train, evaluate and shadow-activate one site (see the module docstring)."""
+    from byllm_distill.training.pipeline import train_site
+    from byllm_distill.training.trainer import TrainConfig
+
+    report = JobReport(job)
+    phase = {"phase": "training", "site": job.site}
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            queue.heartbeat(job.id, dict(phase))
+
+    beater = threading.Thread(target=beat, name="byllm-distill-heartbeat", daemon=True)
+    beater.start()
+    try:
+        trained = train_site(job.site, config=config, store=store,
+                             train_config=TrainConfig(steps=config.train_steps),
+                             progress=progress)
+        report.version = trained.number
+        phase.update(phase="evaluating", version=trained.number)
+
+        def on_eval(done: int, total: int) -> None:
+            phase.update(evaluated=done, of=total)
+
+        report.heldout = evaluate_heldout(store, job.site, trained.number, trained.path,
+                                          on_eval)
+        registry = SiteRegistry(config.data_dir, job.site)
+        state = registry.state()
+        if state.pinned is None:
+            registry.activate(trained.number, mode="shadow")
+        details = {"training": trained.manifest["training"],
+                   "dataset": trained.manifest["dataset"]["counts"],
+                   "gguf_bytes": trained.manifest["export"].get("bytes"),
+                   "heldout": report.heldout.to_dict() if report.heldout else None,
+                   "activated": state.pinned is None}
+        log_event(store, job.site, "trained", trained.number, **details)
+        promote_if_ready(store, config, job.site)
+        queue.finish(job.id, trained.number, {"phase": "done", "version": trained.number})
+    except BaseException as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        queue.fail(job.id, report.error)
+        log_event(store, job.site, "training_failed", report.version, error=report.error)
+        if not isinstance(exc, Exception):
+            raise
+    finally:
+        stop.set()
+    return report
+
+
+class Worker:
+    """Picks due sites, waits for quiet time, trains one job at a time at low priority."""
+
+    def __init__(self, config: DistillConfig, store: Store | None = None,
+                 progress: bool = True) -> None:
+        self.config = config
+        self.store = store or Store(config.database_url)
+        self.queue = JobQueue(self.store)
+        self.progress = progress
+
+    def enqueue_due(self) -> list[str]:
+        queued = []
+        for info in due_sites(self.store, self.config):
+            if self.queue.enqueue(info.site) is not None:
+                queued.append(info.site)
+        return queued
+
+    def step(self, site: str | None = None) -> JobReport | str:
+        """One scheduling round: requeue stale jobs, queue due sites, run one job if quiet
+        (only `site`'s, if given). Returns the job's report, or why nothing ran."""
+        self.queue.requeue_stale(STALE_AFTER_S)
+        self.enqueue_due()
+        quiet, why = quiet_now(self.config)
+        if not quiet:
+            return f"waiting: {why}"
+        job = self.queue.claim(os.getpid(), site)
+        if job is None:
+            return "nothing to do: no site is due for training"
+        return run_job(self.store, self.config, job, self.queue, self.progress)
+
+    def run(self, once: bool = False, poll_s: float = 60.0, site: str | None = None,
+            on_step: Callable[[Any], None] | None = None) -> None:
+        lower_priority()
+        while True:
+            result = self.step(site)
+            if on_step:
+                on_step(result)
+            if once:
+                return
+            if not isinstance(result, JobReport):
+                time.sleep(poll_s)
+
+
+def lower_priority() -> None:
+    """Training yields the CPU to the user's programs (nice 10 on POSIX)."""
+    try:
+        os.nice(10)
+    except (AttributeError, OSError) as exc:
+        log.info("byllm-distill: could not lower the worker's priority: %s", exc)
+
+
+def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any]:
+    """What `status` shows per site: mode, versions, gate numbers, counts, next due."""
+    from byllm_distill.gate import live_check
+    from byllm_distill.scheduler import due_info
+
+    registry = SiteRegistry(config.data_dir, site)
+    state = registry.state()
+    counts = {s: store.count(RecordFilter(site=site, source=s))
+              for s in ("teacher", "student", "shadow", "eval")}
+    gate = None
+    if state.active is not None and state.mode == "shadow":
+        gate = {"kind": "promotion", **promotion_gate(store, site, state.active,
+                                                      config.site(site)).to_dict()}
+    elif state.active is not None and state.mode == "student":
+        gate = {"kind": "live", **live_check(store, site, state.active,
+                                             config.site(site)).to_dict()}
+    due = due_info(store, config, site)
+    jobs = [j for j in JobQueue(store).list(site=site, limit=1)]
+    return {
+        "site": site, "mode": state.mode, "active": state.active, "pinned": state.pinned,
+        "versions": [v.number for v in registry.versions()], "records": counts,
+        "valid_teacher_records": store.count(RecordFilter(site=site, source="teacher",
+                                                           valid=True)),
+        "gate": gate,
+        "next_due": {"new_valid_records": due.new_records, "needed": due.needed,
+                     "due": due.due},
+        "job": ({"status": jobs[0].status, "progress": jobs[0].progress,
+                 "error": jobs[0].error, "version": jobs[0].version} if jobs else None),
+    }
