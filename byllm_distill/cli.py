@@ -5,7 +5,6 @@ Every command's one-line docstring is its `--help` summary.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -15,34 +14,10 @@ from typing import Any
 
 import click
 
-from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.cli_common import friendly_errors, get_config, open_store
 from byllm_distill.drops import DropLog
-from byllm_distill.errors import DistillError, StoreError
+from byllm_distill.errors import StoreError
 from byllm_distill.store import Record, RecordFilter, Store
-
-
-def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our errors into a one-line message and exit status 1 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DistillError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
-
-
-def _config() -> DistillConfig:
-    try:
-        return load_config()
-    except DistillError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _store() -> Store:
-    return Store(_config().database_url)
 
 
 def record_filters(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -82,7 +57,9 @@ def main() -> None:
 @friendly_errors
 def status(as_json: bool) -> None:
     """Show where data lives, whether capture is on, record and dropped counts."""
-    config = _config()
+    config = get_config()
+    from byllm_distill.lifecycle import site_status
+
     dropped = DropLog(config.data_dir).totals()
     info: dict[str, Any] = {
         "capture": config.capture,
@@ -105,6 +82,8 @@ def status(as_json: bool) -> None:
                                   for s in ("teacher", "student", "shadow", "eval")},
             "errors": store.count(RecordFilter(status="error")),
             "sites": len({s.site for s in store.site_summaries()}),
+            "per_site": [site_status(store, config, site)
+                         for site in sorted({s.site for s in store.site_summaries()})],
         })
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -120,6 +99,30 @@ def status(as_json: bool) -> None:
     click.echo(f"dropped:  {info['dropped']} records could not be stored")
     for cause, count in sorted(dropped.items(), key=lambda kv: -kv[1]):
         click.echo(f"  {count:>6}  {cause}")
+    for site in info.get("per_site", []):
+        click.echo(_site_line(site))
+
+
+def _site_line(site: dict[str, Any]) -> str:
+    records = site["records"]
+    line = (f"\n{site['site']}\n  mode {site['mode']}"
+            f"{' (pinned ' + site['pinned'] + ')' if site['pinned'] else ''}, active version "
+            f"{site['active'] if site['active'] is not None else '-'}, versions "
+            f"{site['versions'] or '-'}\n  records: {records['teacher']} teacher "
+            f"({site['valid_teacher_records']} valid), {records['student']} student, "
+            f"{records['shadow']} shadow, {records['eval']} eval")
+    gate = site["gate"]
+    if gate:
+        verdict = "passes" if gate["passed"] else "; ".join(gate["reasons"]) or "fails"
+        line += (f"\n  {gate['kind']} gate: {gate['passes']}/{gate['n']} pass, lower bound "
+                 f"{gate['lower_bound']:.3f} ({verdict})")
+    due = site["next_due"]
+    line += (f"\n  next training: {due['new_valid_records']}/{due['needed']} new valid "
+             f"records{' (due)' if due['due'] else ''}")
+    job = site["job"]
+    if job and job["status"] in ("queued", "running", "failed"):
+        line += f"\n  job: {job['status']} {job['progress'] or ''} {job['error'] or ''}"
+    return line
 
 
 @main.command()
@@ -127,7 +130,7 @@ def status(as_json: bool) -> None:
 @friendly_errors
 def sites(as_json: bool) -> None:
     """List call sites: key, contract fingerprint, record count, models, last seen."""
-    summaries = _store().site_summaries()
+    summaries = open_store().site_summaries()
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
         return
@@ -151,7 +154,7 @@ def records() -> None:
 @friendly_errors
 def records_list(limit: int, **filters: Any) -> None:
     """List records, newest first."""
-    rows = list(_store().iter_records(_filter(**filters), limit=limit, newest_first=True))
+    rows = list(open_store().iter_records(_filter(**filters), limit=limit, newest_first=True))
     if not rows:
         click.echo("No records match.")
         return
@@ -168,7 +171,7 @@ def records_list(limit: int, **filters: Any) -> None:
 @friendly_errors
 def records_show(record_id: str) -> None:
     """Print one record (full id or a unique prefix) as JSON."""
-    click.echo(json.dumps(_store().get_record(record_id).to_public(), indent=2,
+    click.echo(json.dumps(open_store().get_record(record_id).to_public(), indent=2,
                           ensure_ascii=False))
 
 
@@ -179,7 +182,7 @@ def records_show(record_id: str) -> None:
 @friendly_errors
 def records_export(out: Path | None, **filters: Any) -> None:
     """Export records as JSONL, one record per line, oldest first."""
-    rows = _store().iter_records(_filter(**filters))
+    rows = open_store().iter_records(_filter(**filters))
     if out is None:
         n = _write_jsonl(rows, sys.stdout)
     else:
@@ -197,7 +200,7 @@ def validate(**filters: Any) -> None:
     """Re-run the validators on stored records (after adding or changing a validator)."""
     from byllm_distill.validators import registry
 
-    store = _store()
+    store = open_store()
     fresh = {r.id: registry.validate(r) for r in store.iter_records(_filter(**filters))}
     store.replace_verdicts(fresh)
     failed = sum(1 for verdicts in fresh.values() if not all(v.passed for v in verdicts))
@@ -239,7 +242,7 @@ def rpg_show(record_id: str, png: Path | None) -> None:
     """Render a captured map (or print a captured level) from the store."""
     from byllm_distill.rpg.render import to_ascii, to_png
 
-    record = _store().get_record(record_id)
+    record = open_store().get_record(record_id)
     output = record.output
     if not isinstance(output, dict) or "player_pos" not in output:
         click.echo(json.dumps(output, indent=2))
@@ -266,6 +269,15 @@ def _write_jsonl(rows: Any, fh: Any) -> int:
         n += 1
     return n
 
+
+# Command families kept in their own modules (they import this one's helpers).
+from byllm_distill.cli_eval import register as _register_eval  # noqa: E402
+from byllm_distill.cli_lifecycle import register as _register_lifecycle  # noqa: E402
+from byllm_distill.cli_student import register as _register_student  # noqa: E402
+
+_register_eval(main)
+_register_lifecycle(main)
+_register_student(main)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,6 @@ job is retried by the next one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -23,61 +22,48 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from byllm_distill.agreement import agreement
 from byllm_distill.config import DistillConfig
 from byllm_distill.gate import GateResult, promotion_gate, wilson_lower
-from byllm_distill.registry import SiteRegistry
+from byllm_distill.registry import SiteRegistry, Version
 from byllm_distill.scheduler import due_sites, quiet_now
-from byllm_distill.store import Record, RecordFilter, Store
+from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.events import log_event
 from byllm_distill.store.jobs import Job, JobQueue
-from byllm_distill.validators import registry as validators
 
 log = logging.getLogger("byllm_distill")
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 120.0
 
 
-def evaluate_heldout(store: Store, site: str, version: int, folder: Any,
+def evaluate_heldout(store: Store, site: str, version: Version,
                      progress: Callable[[int, int], None] | None = None) -> GateResult | None:
-    """Answer each held-out teacher input with the new version; store scored records."""
-    from byllm_distill.runtime.engine import engine_for, unload
+    """Answer each held-out teacher input with `version`; store the scored `eval` records
+    (validators + agreement with the teacher) and summarise them."""
+    from byllm_distill.evaluation.pairing import answer_with_student
+    from byllm_distill.evaluation.run import engine_loader, student_label
+    from byllm_distill.runtime.engine import unload
 
-    manifest = json.loads((folder / "manifest.json").read_text())
-    ids = manifest["dataset"]["heldout_ids"]
-    if not ids:
+    ids = version.manifest.get("dataset", {}).get("heldout_ids") or []
+    teacher = list(store.iter_records(RecordFilter(ids=ids), with_verdicts=False))
+    if not teacher:
         return None
-    teacher = {r.id: r for r in store.iter_records(RecordFilter(ids=ids), with_verdicts=False)}
-    engine = engine_for(site, folder=folder, version=version)
-    scored: list[Record] = []
-    try:
-        for index, record_id in enumerate(ids):
-            source = teacher.get(record_id)
-            if source is None:
-                continue
-            generation = engine.generate(source.args)
-            try:
-                output = (json.loads(generation.text) if source.schema is not None
-                          else generation.text)
-                status, error = "ok", None
-            except ValueError as exc:
-                output, status, error = None, "error", f"unparseable answer: {exc}"
-            record = Record(site=site, fingerprint=source.fingerprint,
-                            model=f"student:{site}@v{version}", source="eval",
-                            messages=[{"role": "user", "content": engine.prompt(source.args)}],
-                            schema=source.schema, args=source.args, output_raw=generation.text,
-                            output=output, latency_ms=round(generation.seconds * 1000, 3),
-                            usage=generation.usage, cost=0.0, status=status, error=error,
-                            version=version)
-            if status == "ok":
-                record.agreement = round(agreement(output, source.output), 4)
-            record.verdicts = validators.validate(record)
-            scored.append(record)
+    answer = engine_loader(site, version)
+    done = 0
+
+    def counted(args: dict[str, Any]) -> Any:
+        nonlocal done
+        try:
+            return answer(args)
+        finally:
+            done += 1
             if progress:
-                progress(index + 1, len(ids))
+                progress(done, len(teacher))
+
+    try:
+        scored = answer_with_student(teacher, counted, student_label(site, version), store,
+                                     version=version.number)
     finally:
         unload(site)
-    store.add_records(scored)
     passes = sum(1 for r in scored if r.valid)
     agreements = [r.agreement for r in scored if r.agreement is not None]
     return GateResult(True, len(scored), passes, wilson_lower(passes, len(scored)),
@@ -132,9 +118,9 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
         def on_eval(done: int, total: int) -> None:
             phase.update(evaluated=done, of=total)
 
-        report.heldout = evaluate_heldout(store, job.site, trained.number, trained.path,
-                                          on_eval)
         registry = SiteRegistry(config.data_dir, job.site)
+        report.heldout = evaluate_heldout(store, job.site, registry.verify(trained.number),
+                                          on_eval)
         state = registry.state()
         if state.pinned is None:
             registry.activate(trained.number, mode="shadow")

@@ -34,6 +34,15 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev]"
     echo "$want" > "$stamp"
 fi
+# The rating page's browser test drives Debian's Chromium (no browser download).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian's chromium and chromium-driver (for the browser test)"
+        apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "setup: note: chromium + chromium-driver are not installed; the browser test will be skipped (sudo apt-get install chromium chromium-driver)"
+    fi
+fi
 # llama.cpp's HF->GGUF converter ships only in the llama-cpp-python sdist: fetch it once
 # from PyPI into the user cache (no model hub involved). Quick when already prepared.
 .venv/bin/python -m byllm_distill.training.export --prepare

@@ -46,3 +46,26 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, env: dict, message:
     start = _project(tmp_path, toml)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(start, environ=env)
+
+
+def test_site_overrides_and_defaults(tmp_path: Path) -> None:
+    start = _project(tmp_path, (
+        "[plugins.distill]\nthreshold = 0.8\nretrain_after = 10\n"
+        '[plugins.distill.sites."*.create_next_map"]\nthreshold = 0.95\nmin_samples = 40\n'))
+    config = load_config(start, environ={})
+    assert config.retrain_after == 10
+    assert config.site("rpg.create_next_level").threshold == 0.8
+    rpg_map = config.site("rpg.create_next_map")
+    assert rpg_map.threshold == 0.95 and rpg_map.min_samples == 40
+    assert rpg_map.rollback_below == 0.75  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[plugins.distill]\nthreshold = 1.5\n", "'threshold' must be between 0 and 1"),
+    ("[plugins.distill]\nretrain_after = \"many\"\n", "'retrain_after' must be a whole number"),
+    ('[plugins.distill.sites."x"]\nthreshhold = 0.5\n', "unknown key 'threshhold'"),
+    ("[plugins.distill]\nquiet_hours = \"night\"\n", "quiet_hours 'night' must look like"),
+])
+def test_bad_routing_config(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_project(tmp_path, toml), environ={})

@@ -1,0 +1,185 @@
+"""Train and serve a student for `rpg.create_next_map`: the project's core benchmark.
+
+Uses the configured store when it holds at least `--records` valid map records, else
+plays the offline teacher into a temporary data folder until it does. Then builds the
+dataset (filtered, 20% held-out), trains with the default budget (or `--steps/--epochs`),
+exports the GGUF, and answers every held-out input with the student. Prints:
+
+- prompt tokens per example before (teacher messages through the chat template, and with
+  the response schema) and after compaction, and the ratio;
+- training tokens/s, wall time per epoch, peak RSS of this process;
+- export time and GGUF size;
+- student p50/p95 latency per map and its generation tokens/s (first call excluded, it
+  pages the model in);
+- student validity (every `check_map` verdict passes) on the held-out split, next to the
+  teacher's on the same inputs.
+
+    .venv/bin/python benchmarks/train_and_serve.py [--records 200] [--steps N | --epochs E]
+        [--quant Q4_K_M] [--json out.json]
+
+Targets on 2 cores: >= 120 training tokens/s; compact prompts >= 3x smaller; student p50
+<= 1.5 s per map; student validity >= 90% after the default training budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+SITE = "rpg.create_next_map"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[index]
+
+
+def ensure_records(wanted: int, seed: int) -> tuple[str, int]:
+    """(data dir in use, valid map records there), generating a corpus when short."""
+    from byllm_distill.config import load_config
+    from byllm_distill.store import RecordFilter, Store
+
+    config = load_config()
+    have = Store(config.database_url).count(RecordFilter(site=SITE, status="ok", valid=True))
+    if have >= wanted:
+        return str(config.data_dir), have
+    home = tempfile.mkdtemp(prefix="byllm-distill-bench-")
+    os.environ["BYLLM_DISTILL_HOME"] = home
+    os.environ.pop("BYLLM_DISTILL_STORE_URL", None)
+    from byllm_distill import capture
+    from byllm_distill.rpg.corpus import generate_corpus
+
+    capture.reset_capture()
+    levels = 5
+    print(f"store has {have} valid {SITE} records; generating {wanted} into {home}",
+          flush=True)
+    generate_corpus(runs=math.ceil(wanted / levels), levels_per_run=levels, seed=seed,
+                    progress=False)
+    config = load_config()
+    return home, Store(config.database_url).count(
+        RecordFilter(site=SITE, status="ok", valid=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--quant", default="Q4_K_M", choices=["Q4_K_M", "Q8_0", "F16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    from byllm_distill.config import load_config
+    from byllm_distill.rpg.checks import check_map
+    from byllm_distill.runtime.engine import engine_for
+    from byllm_distill.store import RecordFilter, Store
+    from byllm_distill.training.pipeline import train_site
+    from byllm_distill.training.trainer import DEFAULT_EPOCHS, TrainConfig
+
+    home, available = ensure_records(args.records, args.seed)
+    config = load_config()
+    store = Store(config.database_url)
+    print(f"data dir {home}: {available} valid {SITE} records", flush=True)
+
+    train_config = TrainConfig(steps=args.steps, epochs=args.epochs, seed=args.seed)
+    started = time.perf_counter()
+    trained = train_site(SITE, config=config, store=store, train_config=train_config,
+                         quant=args.quant, seed=args.seed, progress=True)
+    pipeline_s = time.perf_counter() - started
+    m = trained.manifest
+    tokens, training, export = m["dataset"]["tokens"], m["training"], m["export"]
+    examples = training["examples"]
+    epochs = training["steps"] * train_config.batch_size / examples
+    budget = (f"{args.steps} steps" if args.steps else
+              f"{args.epochs if args.epochs else DEFAULT_EPOCHS} epochs")
+
+    heldout_ids = m["dataset"]["heldout_ids"]
+    teacher = {r.id: r for r in store.iter_records(RecordFilter(ids=heldout_ids))}
+    engine = engine_for(SITE, folder=trained.path, version=trained.number)
+    first = teacher[heldout_ids[0]]
+    engine.generate(first.args)  # warm-up: pages the model in, builds caches
+    latencies, rates, student_ok, unparsed, cut = [], [], 0, 0, 0
+    for rid in heldout_ids:
+        record = teacher[rid]
+        generation = engine.generate(record.args)
+        latencies.append(generation.seconds)
+        rates.append(generation.completion_tokens / generation.seconds)
+        cut += generation.finish_reason == "length"
+        try:
+            output = json.loads(generation.text)
+        except ValueError:
+            unparsed += 1
+            continue
+        student_ok += all(v.passed for v in check_map(output))
+    teacher_ok = sum(all(v.passed for v in check_map(teacher[r].output)) for r in heldout_ids)
+    n = len(heldout_ids)
+
+    from byllm_distill.training.trainer import peak_rss_mb
+
+    results = {
+        "records": available, "train_examples": examples, "heldout": n, "budget": budget,
+        "steps": training["steps"], "epochs": round(epochs, 2),
+        "prompt_tokens_teacher": tokens["teacher_prompt"]["mean"],
+        "schema_tokens_teacher": tokens["teacher_schema"],
+        "prompt_tokens_compact": tokens["compact_prompt"]["mean"],
+        "compaction_ratio": tokens["compaction_ratio"],
+        "compaction_ratio_with_schema": tokens["compaction_ratio_with_schema"],
+        "answer_tokens_mean": tokens["target"]["mean"],
+        "train_tokens_per_s": training["tokens_per_s"],
+        "train_seconds": training["seconds"],
+        "seconds_per_epoch": round(training["seconds"] / epochs, 1),
+        "first_loss": training["first_loss"], "final_loss": training["final_loss"],
+        "peak_rss_mb": round(peak_rss_mb(), 0),
+        "export_seconds": export["seconds"], "gguf_mb": round(export["bytes"] / 2**20, 1),
+        "quant": export["quant"],
+        "pipeline_seconds": round(pipeline_s, 1),
+        "latency_p50_s": round(statistics.median(latencies), 2),
+        "latency_p95_s": round(_percentile(latencies, 0.95), 2),
+        "gen_tokens_per_s": round(statistics.median(rates), 1),
+        "student_validity": round(student_ok / n, 3),
+        "student_unparsed": unparsed, "student_cut_at_max_tokens": cut,
+        "teacher_validity": round(teacher_ok / n, 3),
+        "version_dir": str(trained.path),
+    }
+    rows = [
+        ("prompt tokens/example", f"{results['prompt_tokens_teacher']} teacher "
+         f"(+{results['schema_tokens_teacher']} schema) → {results['prompt_tokens_compact']} "
+         f"compact: {results['compaction_ratio']}× ({results['compaction_ratio_with_schema']}× "
+         "with schema)", "≥ 3×"),
+        ("training", f"{results['train_tokens_per_s']} tokens/s, {results['seconds_per_epoch']} s"
+         f"/epoch, {budget} = {results['steps']} steps on {examples} examples, loss "
+         f"{results['first_loss']} → {results['final_loss']}", "≥ 120 tok/s"),
+        ("peak RSS", f"{results['peak_rss_mb']:.0f} MB", ""),
+        ("export", f"{results['export_seconds']} s, GGUF {results['quant']} "
+         f"{results['gguf_mb']} MB", ""),
+        ("student latency/map", f"p50 {results['latency_p50_s']} s, p95 "
+         f"{results['latency_p95_s']} s, {results['gen_tokens_per_s']} tokens/s",
+         "p50 ≤ 1.5 s"),
+        ("validity (held-out)", f"student {results['student_validity']:.1%} vs teacher "
+         f"{results['teacher_validity']:.1%} on {n} maps ({unparsed} unparsed, {cut} cut "
+         "at max_tokens)", "≥ 90%"),
+    ]
+    for name, value, target in rows:
+        print(f"{name:<22} {value}" + (f"   [target {target}]" if target else ""))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

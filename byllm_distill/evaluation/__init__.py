@@ -1,0 +1,18 @@
+"""Evaluation: teacher-vs-student metrics and reports per call site (report.py), task
+metrics registered per site (registry.py), and the manual-rating rubric (ratings.py)."""
+
+from byllm_distill.evaluation.metrics import compute_metrics
+from byllm_distill.evaluation.pairing import (
+    EvalData,
+    Pair,
+    StudentAnswer,
+    answer_with_student,
+    heldout_split,
+    pair_records,
+)
+from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric, registry
+from byllm_distill.evaluation.report import build_report
+
+__all__ = ["EvalData", "MetricRegistry", "Pair", "StudentAnswer", "TaskMetric",
+           "answer_with_student", "build_report", "compute_metrics", "heldout_split",
+           "pair_records", "registry"]

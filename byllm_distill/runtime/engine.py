@@ -1,0 +1,335 @@
+"""Serve one call site's student from its GGUF with llama-cpp-python (no byLLM needed).
+
+Contract. `engine_for(site, ...)` returns the site's `Engine`, loading it on first use:
+the version's files are checked against the sha256s in its manifest, then the GGUF is
+loaded (one `Llama` per GGUF path, shared) and the grammar is built from the bounded schema
+the manifest carries. Only a fully loaded engine enters the cache: a missing, changed or
+corrupt file raises `ArtifactError` naming the file and the fix, and the cache holds
+nothing for that site afterwards. `Engine.generate(args)` builds the prompt with
+`compact_prompt` and the prompt format recorded at training time (so inference sees the
+text training saw), decodes greedily under the grammar (so JSON answers always parse and
+always end, see `training/schema.py` for the bounds; the grammar admits compact JSON
+only, the form training used) and is serialised per `Llama` by a lock.
+
+On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
+tensors, so there the model is loaded without llama.cpp's extra buffer types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byllm_distill.registry import ArtifactError, SiteRegistry, sha256_file
+from byllm_distill.training.dataset import compact_prompt
+
+DEFAULT_MAX_TOKENS = 1024
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_llamas: dict[str, tuple[Any, threading.Lock]] = {}
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    finish_reason: str
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """What serving needs, read from a version's manifest."""
+
+    site: str
+    folder: Path
+    gguf: Path
+    grammar_schema: dict[str, Any] | None
+    prompt_format: dict[str, Any]
+    max_tokens: int
+    n_ctx: int
+    version: int | None = None
+
+    @classmethod
+    def from_folder(cls, site: str, folder: Path, version: int | None = None) -> StudentSpec:
+        path = Path(folder) / "manifest.json"
+        fix = f"retrain with `byllm-distill train {site}`"
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"{path} is missing; {fix}.") from exc
+        except ValueError as exc:
+            raise ArtifactError(f"{path} is corrupt ({exc}); {fix}.") from exc
+        try:
+            serving = manifest["serving"]
+            return cls(site=site, folder=Path(folder),
+                       gguf=Path(folder) / manifest.get("gguf", "model.gguf"),
+                       grammar_schema=serving.get("grammar_schema"),
+                       prompt_format=serving["prompt_format"],
+                       max_tokens=int(serving.get("max_tokens", DEFAULT_MAX_TOKENS)),
+                       n_ctx=int(serving.get("n_ctx", 2048)), version=version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path} lacks the serving section ({exc}); {fix}.") from exc
+
+
+def verify_files(site: str, folder: Path) -> None:
+    """Check each file the manifest lists (size and sha256) before anything is loaded."""
+    folder = Path(folder)
+    fix = f"retrain with `byllm-distill train {site}` or roll back"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{folder / 'manifest.json'} lists no files; {fix}.")
+    for rel, info in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing; {fix}.")
+        if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            raise ArtifactError(f"{path} does not match its manifest (changed or corrupt); "
+                                f"{fix}.")
+
+
+def _threads() -> int:
+    explicit = os.environ.get("BYLLM_DISTILL_THREADS")
+    if explicit and explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextlib.contextmanager
+def _model_params_for_this_cpu() -> Iterator[None]:
+    """Turn off llama.cpp's extra buffer types (AMX, repack) where AMX is present.
+
+    `Llama()` takes its model parameters from `llama_model_default_params()` with no way to
+    pass `use_extra_bufts`, so the default is swapped for the duration of one load (under
+    the module lock, so no other load of ours sees it).
+    """
+    import llama_cpp.llama as llama_module
+
+    low = llama_module.llama_cpp
+    if b"AMX_INT8 = 1" not in low.llama_print_system_info():
+        yield
+        return
+    original = low.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
+
+
+def _load_llama(spec: StudentSpec) -> tuple[Any, threading.Lock]:
+    key = str(spec.gguf.resolve())
+    if key in _llamas:
+        return _llamas[key]
+    from llama_cpp import Llama
+
+    try:
+        with _model_params_for_this_cpu():
+            llama = Llama(model_path=key, n_ctx=spec.n_ctx, n_threads=_threads(),
+                          n_threads_batch=_threads(), verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ArtifactError(f"{spec.gguf} cannot be loaded by llama.cpp ({exc}); retrain with "
+                            f"`byllm-distill train {spec.site}`.") from exc
+    _llamas[key] = (llama, threading.Lock())
+    return _llamas[key]
+
+
+def compact_gbnf(schema: dict[str, Any]) -> str:
+    """The GBNF grammar of `schema` with whitespace between tokens removed: answers are
+    compact JSON, as the student was trained to write them."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return re.sub(r"(?m)^space ::= .*$", 'space ::= ""', gbnf)
+
+
+class Engine:
+    """A loaded student: the shared `Llama`, its lock, the grammar and the prompt format.
+
+    Decoding is greedy with the grammar checked lazily, as llama.cpp's own `common_sampler`
+    does: the best token is proposed first and only when the grammar rejects it are all
+    tokens filtered. A trained student's best token is nearly always valid, so this skips
+    filtering the 49k-token vocabulary at most steps (about 30% of the time per token here).
+    """
+
+    def __init__(self, spec: StudentSpec, llama: Any, lock: threading.Lock) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self.spec = spec
+        self.llama = llama
+        self.lock = lock
+        self.gbnf = compact_gbnf(spec.grammar_schema) if spec.grammar_schema else None
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._n_vocab = llama.n_vocab()
+        self._grammar = None
+        if self.gbnf is not None:
+            self._grammar = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, self.gbnf.encode(), b"root")
+            if not self._grammar:
+                raise ArtifactError(f"the grammar of {spec.folder} cannot be built; retrain "
+                                    f"with `byllm-distill train {spec.site}`.")
+            weakref.finalize(self, llama_cpp.llama_sampler_free, self._grammar)
+        self._all = (llama_cpp.llama_token_data * self._n_vocab)()
+        self._all_view = np.frombuffer(self._all, dtype=np.dtype(
+            [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        self._all_view["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        self._one = (llama_cpp.llama_token_data * 1)()
+
+    def prompt(self, args: dict[str, Any]) -> str:
+        fmt = self.spec.prompt_format
+        return fmt["prefix"] + compact_prompt(self.spec.site, args) + fmt["suffix"]
+
+    def _grammar_allows(self, token: int, logit: float) -> bool:
+        import llama_cpp
+
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, logit, 0.0
+        candidates = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._one, llama_cpp.llama_token_data_p), size=1, selected=-1,
+            sorted=False)
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        return math.isfinite(self._one[0].logit)
+
+    def _grammar_best(self, logits: Any) -> int:
+        import llama_cpp
+        import numpy as np
+
+        self._all_view["logit"] = logits
+        candidates = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._all, llama_cpp.llama_token_data_p), size=self._n_vocab,
+            selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        return int(np.argmax(self._all_view["logit"]))
+
+    def _decode(self, prompt: list[int]) -> tuple[list[int], str]:
+        import llama_cpp
+        import numpy as np
+
+        llama = self.llama
+        llama.reset()
+        llama.eval(prompt)
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_reset(self._grammar)
+        out: list[int] = []
+        for _ in range(self.spec.max_tokens):
+            logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1),
+                                           shape=(self._n_vocab,))
+            token = int(np.argmax(logits))
+            if self._grammar is not None:
+                if not self._grammar_allows(token, float(logits[token])):
+                    token = self._grammar_best(logits)
+                llama_cpp.llama_sampler_accept(self._grammar, token)
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                return out, "stop"
+            out.append(token)
+            llama.eval([token])
+        return out, "length"
+
+    def generate(self, args: dict[str, Any]) -> Generation:
+        """The student's answer text for one call's arguments (greedy, grammar-bound)."""
+        text = self.prompt(args)
+        started = time.perf_counter()
+        with self.lock:
+            prompt = self.llama.tokenize(text.encode(), add_bos=bool(
+                self.spec.prompt_format.get("add_bos")), special=True)
+            if len(prompt) + self.spec.max_tokens > self.llama.n_ctx():
+                raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
+                                 f"{self.spec.max_tokens}-token answer in n_ctx "
+                                 f"{self.llama.n_ctx()}; the input is far larger than "
+                                 "anything the student was trained on.")
+            tokens, finish = self._decode(prompt)
+            answer = self.llama.detokenize(tokens).decode("utf-8", errors="replace")
+        return Generation(text=answer, prompt_tokens=len(prompt),
+                          completion_tokens=len(tokens),
+                          seconds=time.perf_counter() - started, finish_reason=finish)
+
+    def answer(self, args: dict[str, Any]) -> tuple[Any, float]:
+        """(parsed answer, latency in ms): JSON for typed sites, the text for `str` ones.
+
+        Raises `ValueError` when a typed answer does not parse (cut off at max_tokens)."""
+        generation = self.generate(args)
+        output = (json.loads(generation.text) if self.spec.grammar_schema is not None
+                  else generation.text)
+        return output, generation.seconds * 1000.0
+
+
+def resolve_version(site: str, data_dir: Path, version: int | None = None) -> tuple[int, Path]:
+    """The version to serve: `version`, else the active one, else the newest."""
+    registry = SiteRegistry(Path(data_dir), site)
+    if version is None:
+        version = registry.state().active
+    if version is None:
+        versions = registry.versions()
+        if not versions:
+            from byllm_distill.errors import NotFoundError
+
+            raise NotFoundError(f"{site} has no trained student; run "
+                                f"`byllm-distill train {site}`.")
+        version = versions[-1].number
+    return version, registry.versions_dir / str(version)
+
+
+def engine_for(site: str, data_dir: Path | None = None, version: int | None = None,
+               folder: Path | None = None) -> Engine:
+    """The site's loaded engine (see the module docstring). Give `folder` to serve a version
+    folder directly, else the registry under `data_dir` picks the version."""
+    with _lock:
+        cached = _engines.get(site)
+        if cached is not None and (folder is None or cached.spec.folder == Path(folder)) and (
+                version is None or cached.spec.version == version):
+            return cached
+        # A failed (re)load must leave nothing behind for the site, not the old engine.
+        _engines.pop(site, None)
+        if folder is None:
+            if data_dir is None:
+                from byllm_distill.config import load_config
+
+                data_dir = load_config().data_dir
+            version, folder = resolve_version(site, data_dir, version)
+        spec = StudentSpec.from_folder(site, folder, version)
+        verify_files(site, spec.folder)
+        llama, lock = _load_llama(spec)
+        engine = Engine(spec, llama, lock)
+        _engines[site] = engine
+        return engine
+
+
+def loaded_sites() -> list[str]:
+    with _lock:
+        return sorted(_engines)
+
+
+def unload(site: str | None = None) -> None:
+    """Forget one site's engine (or all); a `Llama` no engine uses any more is freed."""
+    with _lock:
+        for key in [site] if site is not None else list(_engines):
+            _engines.pop(key, None)
+        used = {str(e.spec.gguf.resolve()) for e in _engines.values()}
+        for path in [p for p in _llamas if p not in used]:
+            llama, _ = _llamas.pop(path)
+            llama.close()

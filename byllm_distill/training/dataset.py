@@ -1,0 +1,378 @@
+"""Per-call-site training sets with compact prompts.
+
+Contract. `build_dataset(store, site, ...)` reads the site's successful records (only those
+whose every validator passed when `filtered`, the default) of one contract fingerprint (the
+newest, unless told), and makes one example per record:
+
+- prompt: `compact_prompt(site, args)`: the site key on one line, then the call's arguments
+  as canonical JSON (sorted keys, no spaces). The persona, instructions and schema prose
+  the teacher was sent never change for a site, so the student learns them instead of
+  reading them. The same function builds the student's prompt at inference, from
+  `capture.args_json(mt_run)`, the very shape stored in `Record.args`.
+- chat messages: an empty system message (it stops chat templates such as SmolLM2's from
+  inserting their default persona), the compact prompt as the user turn, and the target as
+  the assistant turn.
+- target: the raw string for `str` answers, else compact JSON with keys in the order the
+  schema grammar forces at inference (`schema.target_text`).
+
+Examples are deduplicated on (prompt, target), keeping the oldest record. Each remaining
+record goes to the held-out split when `sha256(f"{seed}:{record_id}")` falls below
+`holdout`, so a record's split never changes as records are added. A training example whose
+prompt also appears in the held-out split is dropped, so held-out scores never measure
+memorisation. The manifest lists the record ids of every split and of what was dropped,
+the options, counts, a content hash, and token statistics (teacher prompt through the base
+model's chat template versus the compact prompt). `Dataset.write(dir)` exports
+`train.jsonl` and `heldout.jsonl` (`{"messages": [...]}` per line, in manifest id order)
+and `manifest.json`; the folder appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from byllm_distill.serialize import dumps_canonical
+from byllm_distill.store import Record, RecordFilter, Store
+from byllm_distill.store.record import utc_now
+from byllm_distill.training import TrainingError
+from byllm_distill.training.schema import collect_stats, response_schema, target_text
+
+FORMAT_VERSION = 1
+SYSTEM_PROMPT = ""
+_SENTINEL = "\u2063BYLLM_DISTILL_PROMPT\u2063"
+
+
+def compact_prompt(site: str, args: dict[str, Any]) -> str:
+    """The student's prompt for one call: the site key, then the arguments as canonical JSON."""
+    return f"{site}\n{dumps_canonical(args)}"
+
+
+def compact_messages(site: str, args: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": compact_prompt(site, args)}]
+
+
+@dataclass(frozen=True)
+class Example:
+    record_id: str
+    prompt: str
+    target: str
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": self.prompt},
+                {"role": "assistant", "content": self.target}]
+
+
+@dataclass
+class Dataset:
+    site: str
+    fingerprint: str
+    response_format: dict[str, Any] | None
+    train: list[Example]
+    heldout: list[Example]
+    manifest: dict[str, Any]
+    heldout_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        return response_schema(self.response_format)
+
+    @property
+    def content_sha256(self) -> str:
+        return self.manifest["content_sha256"]
+
+    def write(self, out_dir: Path) -> Path:
+        """Write train.jsonl, heldout.jsonl and manifest.json into `out_dir` atomically."""
+        out_dir = Path(out_dir)
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            for name, rows in (("train", self.train), ("heldout", self.heldout)):
+                with (partial / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+                    for example in rows:
+                        fh.write(json.dumps({"messages": example.messages()},
+                                            ensure_ascii=False) + "\n")
+            (partial / "manifest.json").write_text(json.dumps(self.manifest, indent=2))
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.rename(partial, out_dir)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        self.path = out_dir
+        return out_dir
+
+
+def split_of(record_id: str, seed: int, holdout: float) -> str:
+    """"heldout" or "train", from a hash of the record id alone (stable as data grows)."""
+    digest = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
+    return "heldout" if int.from_bytes(digest[:8], "big") / 2**64 < holdout else "train"
+
+
+def message_text(content: Any) -> str:
+    """The text of a chat message's content (a string, or a list of typed parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content
+                       if isinstance(part, dict) and part.get("type", "text") == "text")
+    return "" if content is None else json.dumps(content, ensure_ascii=False)
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+    """`messages` through the tokenizer's chat template, ending where the answer starts."""
+    plain = [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
+             for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return tokenizer.apply_chat_template(plain, tokenize=False,
+                                                 add_generation_prompt=True)
+        except Exception as exc:  # noqa: BLE001 - jinja raises many types for odd roles
+            raise TrainingError(f"the base model's chat template rejects these messages "
+                                f"({type(exc).__name__}: {exc})") from exc
+    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in plain)
+    return text + "<|assistant|>\n"
+
+
+def answer_suffix(tokenizer: Any) -> str:
+    """What the chat template writes after an assistant answer (e.g. `<|im_end|>`)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return tokenizer.eos_token or ""
+    probe = [{"role": "user", "content": "u"}]
+    head = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": _SENTINEL}],
+                                         tokenize=False)
+    if not full.startswith(head) or _SENTINEL not in full:
+        return tokenizer.eos_token or ""
+    return full[full.index(_SENTINEL) + len(_SENTINEL):].rstrip("\n") or (
+        tokenizer.eos_token or "")
+
+
+def prompt_format(tokenizer: Any) -> dict[str, Any]:
+    """How to rebuild the training prompt without transformers: prefix + compact + suffix.
+
+    The student runtime uses this, so inference sees exactly the text training saw.
+    """
+    text = render_prompt(tokenizer, [{"role": "system", "content": SYSTEM_PROMPT},
+                                     {"role": "user", "content": _SENTINEL}])
+    prefix, _, suffix = text.partition(_SENTINEL)
+    ids = tokenizer(prefix + "x", add_special_tokens=True)["input_ids"]
+    bare = tokenizer(prefix + "x", add_special_tokens=False)["input_ids"]
+    return {"prefix": prefix, "suffix": suffix, "add_bos": len(ids) > len(bare),
+            "answer_suffix": answer_suffix(tokenizer), "system": SYSTEM_PROMPT}
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _summary(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "p50": 0.0, "max": 0.0}
+    return {"mean": round(statistics.fmean(values), 1), "p50": statistics.median(values),
+            "max": max(values)}
+
+
+def token_stats(tokenizer: Any, site: str, records: list[Record],
+                examples: Iterable[Example]) -> dict[str, Any]:
+    """Prompt tokens per example, teacher messages versus compact prompt, plus targets."""
+    by_id = {r.id: r for r in records}
+    before, after, target = [], [], []
+    for example in examples:
+        record = by_id[example.record_id]
+        before.append(count_tokens(tokenizer, render_prompt(tokenizer, record.messages or [])))
+        after.append(count_tokens(tokenizer, render_prompt(
+            tokenizer, compact_messages(site, record.args))))
+        target.append(count_tokens(tokenizer, example.target) + 1)
+    schema_tokens = 0
+    if records and records[-1].schema:
+        schema_tokens = count_tokens(tokenizer, json.dumps(records[-1].schema))
+    mean_before, mean_after = _summary(before)["mean"], _summary(after)["mean"]
+    return {
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "teacher_prompt": _summary(before),
+        "teacher_schema": schema_tokens,
+        "compact_prompt": _summary(after),
+        "target": _summary(target),
+        "compaction_ratio": round(mean_before / mean_after, 2) if mean_after else None,
+        "compaction_ratio_with_schema": (round((mean_before + schema_tokens) / mean_after, 2)
+                                         if mean_after else None),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("byllm-distill", "byllm", "jaclang", "transformers", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float = 0.2,
+                  seed: int = 0, out_dir: Path | None = None, tokenizer: Any = None,
+                  fingerprint: str | None = None, base: str | None = None) -> Dataset:
+    """The training set of one call site (see the module docstring).
+
+    `tokenizer` counts tokens for the manifest; when None the base model's (`base`, default
+    the embedded SmolLM2) is loaded. `fingerprint` None means the newest contract's.
+    """
+    if not 0.0 <= holdout < 1.0:
+        raise TrainingError(f"holdout must be in [0, 1), got {holdout!r}.")
+    flt = (RecordFilter(site=site, status="ok", valid=True) if filtered
+           else RecordFilter(site=site, status="ok"))
+    records = list(store.iter_records(flt))
+    if not records:
+        what = "valid " if filtered else ""
+        hint = (" (or pass --unfiltered to use records that failed a validator)"
+                if filtered and store.count(RecordFilter(site=site, status="ok")) else "")
+        raise TrainingError(f"no {what}records for call site {site!r}{hint}; run the program "
+                            "with capture on, or check the name with `byllm-distill sites`.")
+    fingerprint = fingerprint or records[-1].fingerprint
+    current = [r for r in records if r.fingerprint == fingerprint]
+    response_format = current[-1].schema
+    schema = response_schema(response_format)
+
+    kept: dict[tuple[str, str], Example] = {}
+    duplicates, no_output = [], []
+    for record in current:
+        if record.output is None and record.output_raw is None:
+            no_output.append(record.id)
+            continue
+        output = record.output if record.output is not None else record.output_raw
+        example = Example(record.id, compact_prompt(site, record.args),
+                          target_text(output, schema))
+        key = (example.prompt, example.target)
+        if key in kept:
+            duplicates.append(record.id)
+        else:
+            kept[key] = example
+    heldout = [e for e in kept.values() if split_of(e.record_id, seed, holdout) == "heldout"]
+    heldout_prompts = {e.prompt for e in heldout}
+    train, overlap = [], []
+    for example in kept.values():
+        if split_of(example.record_id, seed, holdout) == "heldout":
+            continue
+        if example.prompt in heldout_prompts:
+            overlap.append(example.record_id)
+        else:
+            train.append(example)
+
+    stats: dict[str, dict[str, Any]] = {}
+    by_id = {r.id: r for r in current}
+    for example in train:
+        record = by_id[example.record_id]
+        collect_stats(record.output, schema, stats)
+    content = hashlib.sha256(dumps_canonical(
+        {"train": [[e.prompt, e.target] for e in train],
+         "heldout": [[e.prompt, e.target] for e in heldout]}).encode()).hexdigest()
+    if tokenizer is None:
+        from byllm_distill.training.base_model import load_tokenizer, resolve_base
+
+        tokenizer = load_tokenizer(resolve_base(base))
+    manifest = {
+        "kind": "dataset",
+        "format_version": FORMAT_VERSION,
+        "site": site,
+        "fingerprint": fingerprint,
+        "created_at": utc_now(),
+        "options": {"filtered": filtered, "holdout": holdout, "seed": seed,
+                    "fingerprint": fingerprint},
+        "prompt": {"compact": "site key, newline, canonical JSON of the arguments",
+                   "system": SYSTEM_PROMPT},
+        "target": "raw string" if schema is None else "compact JSON, keys in grammar order",
+        "counts": {"records": len(records), "other_fingerprints": len(records) - len(current),
+                   "no_output": len(no_output), "duplicates": len(duplicates),
+                   "overlap_dropped": len(overlap), "train": len(train),
+                   "heldout": len(heldout)},
+        "record_ids": {"train": [e.record_id for e in train],
+                       "heldout": [e.record_id for e in heldout],
+                       "duplicates": duplicates, "overlap_dropped": overlap,
+                       "no_output": no_output},
+        "content_sha256": content,
+        "tokens": token_stats(tokenizer, site, current, [*train, *heldout]),
+        "response_format": response_format,
+        "output_stats": stats,
+        "library_versions": _library_versions(),
+    }
+    dataset = Dataset(site, fingerprint, response_format, train, heldout, manifest,
+                      heldout_args={e.record_id: by_id[e.record_id].args for e in heldout})
+    if out_dir is not None:
+        dataset.write(out_dir)
+    return dataset
+
+
+def load_dataset(folder: Path) -> Dataset:
+    """A dataset written by `Dataset.write` (arguments of held-out records not included)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        splits = {}
+        for name in ("train", "heldout"):
+            ids = manifest["record_ids"][name]
+            lines = (folder / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+            if len(lines) != len(ids):
+                raise ValueError(f"{name}.jsonl has {len(lines)} lines, manifest lists "
+                                 f"{len(ids)} ids")
+            rows = [json.loads(line)["messages"] for line in lines]
+            splits[name] = [Example(rid, m[1]["content"], m[2]["content"])
+                            for rid, m in zip(ids, rows, strict=True)]
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise TrainingError(f"{folder} is not a complete dataset ({exc}); rebuild it with "
+                            "`byllm-distill dataset build SITE`.") from exc
+    return Dataset(manifest["site"], manifest["fingerprint"], manifest.get("response_format"),
+                   splits["train"], splits["heldout"], manifest, path=folder)
+
+
+def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_leaves(item, f"{prefix}.{key}"))
+        return out
+    if isinstance(value, list):
+        out = {f"{prefix}#len": len(value)}
+        for i, item in enumerate(value):
+            out.update(_leaves(item, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def args_similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """0..1: shared leaves weighted by closeness (numbers by relative difference)."""
+    la, lb = _leaves(a), _leaves(b)
+    keys = set(la) | set(lb)
+    if not keys:
+        return 1.0
+    score = 0.0
+    for key in keys & set(lb) & set(la):
+        x, y = la[key], lb[key]
+        if x == y:
+            score += 1.0
+        elif isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(
+                x, bool) and not isinstance(y, bool):
+            score += 1.0 - min(1.0, abs(x - y) / max(abs(x), abs(y), 1e-9))
+    return score / len(keys)
+
+
+def nearest_record(store: Store, site: str, args: dict[str, Any]) -> tuple[Record, float] | None:
+    """The teacher record of `site` whose arguments are most like `args`."""
+    best: tuple[Record, float] | None = None
+    for record in store.iter_records(RecordFilter(site=site, status="ok", source="teacher"),
+                                     with_verdicts=False):
+        score = args_similarity(args, record.args)
+        if best is None or score > best[1]:
+            best = (record, score)
+    return best

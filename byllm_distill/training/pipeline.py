@@ -1,0 +1,117 @@
+"""One call site, end to end: dataset → LoRA → merge → GGUF, as a new registry version.
+
+`train_site(site)` builds the site's dataset, trains an adapter, exports the quantized GGUF
+and writes `<data_dir>/sites/<site>/versions/<N>/` with `dataset/`, `adapter/`,
+`model.gguf` and `manifest.json`. The folder is written as `<N>.partial` and renamed when
+everything is there (the registry's `new_version`), so a crash or Ctrl-C leaves no version.
+The converter is checked before training starts, so a missing setup step fails in a second,
+not after the training run.
+
+The manifest's `serving` section is everything the runtime needs: the prompt format the
+tokenizer produced, the bounded schema for the grammar (limits from the training outputs,
+see schema.py), `max_tokens` (2 × the longest training answer + 64, or less when the
+bounded schema admits nothing longer) and `n_ctx`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
+from byllm_distill.store import Store
+from byllm_distill.store.record import utc_now
+from byllm_distill.training import TrainingError
+from byllm_distill.training.base_model import load_tokenizer, resolve_base
+from byllm_distill.training.dataset import Dataset, build_dataset, prompt_format
+from byllm_distill.training.export import (
+    PREPARE_COMMAND,
+    QUANT_TYPES,
+    converter_ready,
+    export_gguf,
+)
+from byllm_distill.training.schema import bounded_schema, max_json_chars
+from byllm_distill.training.trainer import TrainConfig, library_versions, train
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    site: str
+    number: int
+    path: Path
+    manifest: dict[str, Any]
+
+
+def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
+    tokens = dataset.manifest["tokens"]
+    target_max = int(tokens["target"]["max"])
+    prompt_max = int(tokens["compact_prompt"]["max"])
+    max_tokens = 2 * target_max + 64 if target_max else DEFAULT_MAX_TOKENS
+    schema = dataset.schema
+    grammar_schema = None
+    if schema is not None:
+        grammar_schema = bounded_schema(schema, dataset.manifest["output_stats"])
+        # Every token adds at least one character, so an answer the grammar bounds below
+        # max_tokens always completes; the cap keeps a looping student cheap.
+        max_tokens = min(max_tokens, max_json_chars(grammar_schema) + 1)
+    return {
+        "prompt_format": fmt,
+        "grammar_schema": grammar_schema,
+        "max_tokens": max_tokens,
+        "n_ctx": max(2048, 256 * math.ceil((2 * prompt_max + max_tokens) / 256)),
+    }
+
+
+def train_site(site: str, config: DistillConfig | None = None, store: Store | None = None,
+               train_config: TrainConfig | None = None, filtered: bool = True,
+               holdout: float = 0.2, seed: int = 0, base: str | None = None,
+               quant: str = "Q4_K_M", progress: bool = True) -> TrainedVersion:
+    """Train, export and register a new version of `site`'s student (not activated)."""
+    if quant not in QUANT_TYPES:
+        raise TrainingError(f"quant must be one of {', '.join(QUANT_TYPES)}, not {quant!r}.")
+    if not converter_ready():
+        raise TrainingError(f"the HF→GGUF converter is not prepared; run `{PREPARE_COMMAND}` "
+                            "once (it fetches the llama-cpp-python sdist from PyPI).")
+    config = config or load_config()
+    store = store or Store(config.database_url)
+    train_config = train_config or TrainConfig()
+    ref = resolve_base(base)
+    tokenizer = load_tokenizer(ref)
+    dataset = build_dataset(store, site, filtered=filtered, holdout=holdout, seed=seed,
+                            tokenizer=tokenizer)
+    registry = SiteRegistry(config.data_dir, site)
+    with registry.new_version() as (number, partial):
+        dataset.write(partial / "dataset")
+        trained = train(dataset, partial / "adapter", train_config, base=ref, progress=progress)
+        exported = export_gguf(ref, partial / "adapter", partial / "model.gguf", quant,
+                               workdir=partial)
+        manifest = {
+            "kind": "student",
+            "site": site,
+            "version": number,
+            "fingerprint": dataset.fingerprint,
+            "created_at": utc_now(),
+            "gguf": "model.gguf",
+            "base_model": ref.to_dict(),
+            "dataset": {"content_sha256": dataset.content_sha256,
+                        "filtered": filtered,
+                        "counts": dataset.manifest["counts"],
+                        "tokens": dataset.manifest["tokens"],
+                        "train_ids": [e.record_id for e in dataset.train],
+                        "heldout_ids": [e.record_id for e in dataset.heldout]},
+            "training": {key: trained.manifest[key] for key in (
+                "config", "device", "steps", "examples", "truncated_examples", "first_loss",
+                "final_loss", "tokens", "tokens_per_s", "seconds", "peak_rss_mb")},
+            "export": {**exported.to_dict(), "sha256": sha256_file(exported.gguf)},
+            "serving": serving_section(dataset, prompt_format(tokenizer)),
+            "library_versions": library_versions(),
+        }
+        manifest["files"] = file_manifest(partial)
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return TrainedVersion(site, number, registry.versions_dir / str(number), manifest)

@@ -1,0 +1,286 @@
+"""Train → export → serve, for real, on the embedded SmolLM2-135M base (slow: minutes).
+
+One LoRA run (a few steps on ~30 offline-teacher map records) is shared by the module; the
+QLoRA, interruption and corruption tests make their own small artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from student_records import SITE, map_records
+
+from byllm_distill.config import DistillConfig
+from byllm_distill.registry import ArtifactError, SiteRegistry
+from byllm_distill.store import Store
+from byllm_distill.training import TrainingError
+from byllm_distill.training.base_model import load_model, load_tokenizer, resolve_base
+from byllm_distill.training.dataset import load_dataset
+from byllm_distill.training.export import convert_to_gguf, merge_adapter, prepare_converter
+from byllm_distill.training.export import quantize as quantize_gguf
+from byllm_distill.training.pipeline import train_site
+from byllm_distill.training.trainer import TrainConfig, batch_loss, load_adapter, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A store with 30 map records and version 1 of their student (12 LoRA steps)."""
+    prepare_converter()
+    home = tmp_path_factory.mktemp("student-home")
+    config = DistillConfig(home=home)
+    store = Store(config.database_url)
+    store.add_records(map_records(30))
+    version = train_site(SITE, config=config, store=store,
+                         train_config=TrainConfig(steps=12, learning_rate=2e-3),
+                         progress=False)
+    return config, store, version
+
+
+@pytest.fixture(scope="module")
+def base():
+    return resolve_base()
+
+
+def test_version_folder_is_complete_and_traceable(trained) -> None:
+    config, store, version = trained
+    assert version.number == 1
+    folder = version.path
+    assert folder == config.data_dir / "sites" / SITE / "versions" / "1"
+    assert not list(folder.parent.glob("*.partial"))
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert (folder / "model.gguf").read_bytes()[:4] == b"GGUF"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest == version.manifest
+    SiteRegistry(config.data_dir, SITE).verify(1)  # every listed file's sha256 matches
+    assert "model.gguf" in manifest["files"] and "adapter/adapter_config.json" in manifest[
+        "files"]
+    dataset = load_dataset(folder / "dataset")
+    assert manifest["dataset"]["content_sha256"] == dataset.content_sha256
+    assert sorted(manifest["dataset"]["train_ids"] + manifest["dataset"]["heldout_ids"]) == \
+        sorted(r.id for r in store.iter_records())
+    assert manifest["training"]["steps"] == 12 and manifest["training"]["tokens_per_s"] > 0
+    assert manifest["export"]["quant"] == "Q4_K_M"
+    assert manifest["export"]["bytes"] == (folder / "model.gguf").stat().st_size
+    assert {"torch", "transformers", "peft", "llama-cpp-python"} <= set(
+        manifest["library_versions"])
+    assert manifest["serving"]["grammar_schema"]["properties"]["walls"]["maxItems"] >= 2
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(trained, base) -> None:
+    _, _, version = trained
+    batch = load_dataset(version.path / "dataset").train[:3]
+    tokenizer = load_tokenizer(base)
+    before = batch_loss(load_model(base), tokenizer, batch)
+    after = batch_loss(load_adapter(base, version.path / "adapter"), tokenizer, batch)
+    assert after < before * 0.8, (before, after)
+
+
+def test_student_answers_parse_into_map_through_byllm(trained) -> None:
+    """The student serves the real Jac program's call site; byLLM parses its answer."""
+    import byllm_distill
+    from byllm_distill.config import load_config
+    from byllm_distill.rpg.corpus import load_program
+    from byllm_distill.runtime.engine import unload
+    from byllm_distill.runtime.student import student_model
+
+    config, store, version = trained
+    rpg = load_program()
+    teacher = rpg.llm
+    level = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args["level"]
+    rpg.llm = student_model(SITE, folder=version.path, version=version.number)
+    try:
+        game_map = rpg.create_next_map(rpg.Level(**level))
+    finally:
+        rpg.llm = teacher
+        unload(SITE)
+    assert isinstance(game_map, rpg.Map)
+    assert isinstance(game_map.level, rpg.Level) and isinstance(game_map.player_pos,
+                                                                rpg.Position)
+    assert all(isinstance(w, rpg.Wall) for w in game_map.walls)
+    byllm_distill.flush(30)
+    captured = [r for r in Store(load_config().database_url).iter_records()
+                if r.model.startswith("student:")]
+    assert len(captured) == 1
+    assert json.loads(captured[0].output_raw) == captured[0].output
+    assert captured[0].usage["completion_tokens"] > 10
+
+
+def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Path) -> None:
+    from byllm_distill.runtime.engine import Engine, StudentSpec, _load_llama, unload
+
+    config, store, version = trained
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    spec = StudentSpec.from_folder(SITE, version.path, version=1)
+    base_gguf = quantize_gguf(convert_to_gguf(base.path, tmp_path / "base-f16.gguf"),
+                              tmp_path / "base.gguf")
+    base_spec = replace(spec, gguf=base_gguf)
+    try:
+        student = Engine(spec, *_load_llama(spec))
+        untrained = Engine(base_spec, *_load_llama(base_spec))
+        first = student.generate(args)
+        assert student.generate(args).text == first.text  # greedy: deterministic
+        other = untrained.generate(args)
+    finally:
+        unload()
+    json.loads(first.text)
+    assert first.text != other.text
+
+
+def test_qlora_trains_on_cpu_and_its_adapter_merges(trained, base, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    _, _, version = trained
+    dataset = load_dataset(version.path / "dataset")
+    result = train(replace(dataset, train=dataset.train[:4]), tmp_path / "qlora",
+                   TrainConfig(steps=3, qlora=True, learning_rate=2e-3), base=base,
+                   progress=False)
+    meta = json.loads((result.path / "training.json").read_text())
+    assert meta["config"]["qlora"] is True and meta["steps"] == 3
+    merged = merge_adapter(base, result.path, tmp_path / "merged")
+    before = load_file(base.path / "model.safetensors")
+    after = load_file(merged / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert after[name].dtype == torch.float32
+    assert not torch.equal(before[name], after[name])
+    assert (after[name] - before[name]).abs().max() < 0.5
+
+
+def test_interrupted_training_leaves_no_artifact(trained, base, tmp_path: Path) -> None:
+    _, _, version = trained
+    dataset = load_dataset(version.path / "dataset")
+    dest = tmp_path / "adapter"
+    partial = tmp_path / "adapter.partial"
+    stop = threading.Event()
+
+    def interrupt_once_training() -> None:
+        while not stop.is_set() and not partial.exists():
+            stop.wait(0.1)
+        if not stop.wait(1.0):  # a step or two into the loop, as a user's Ctrl-C would be
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_once_training)
+    watcher.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(dataset, dest, TrainConfig(steps=10_000), base=base, progress=False)
+    finally:
+        stop.set()
+        watcher.join()
+    assert not dest.exists() and not partial.exists()
+
+
+def _copy(version_path: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "v"
+    shutil.copytree(version_path, target)
+    return target
+
+
+def test_corrupt_or_missing_artifacts_are_refused(trained, tmp_path: Path) -> None:
+    from byllm_distill.runtime.engine import engine_for, loaded_sites, unload
+
+    _, _, version = trained
+    good = engine_for(SITE, folder=version.path, version=1)
+    assert SITE in loaded_sites() and good.gbnf is not None
+
+    folder = _copy(version.path, tmp_path)
+    gguf = folder / "model.gguf"
+    data = bytearray(gguf.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    gguf.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model\.gguf does not match its manifest.*"
+                                            r"byllm-distill train rpg\.create_next_map"):
+        engine_for(SITE, folder=folder)
+    assert SITE not in loaded_sites()
+
+    gguf.unlink()
+    with pytest.raises(ArtifactError, match=r"model\.gguf is missing.*byllm-distill train"):
+        engine_for(SITE, folder=folder)
+    assert SITE not in loaded_sites()
+
+    # A file that matches its manifest but is not a model: llama.cpp refuses, we say why.
+    gguf.write_bytes(b"GGUF" + b"\0" * 4096)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    from byllm_distill.registry import file_manifest
+
+    manifest["files"] = file_manifest(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"model\.gguf cannot be loaded.*byllm-distill "
+                                            "train"):
+        engine_for(SITE, folder=folder)
+    assert SITE not in loaded_sites()
+    unload()
+
+
+def test_corrupt_adapter_is_refused(trained, base, tmp_path: Path) -> None:
+    from byllm_distill.runtime.engine import engine_for, loaded_sites
+
+    _, _, version = trained
+    folder = _copy(version.path, tmp_path)
+    weights = folder / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match=r"adapter_model\.safetensors does not match"):
+        engine_for(SITE, folder=folder)
+    assert SITE not in loaded_sites()
+    with pytest.raises(TrainingError, match=r"adapter .* is corrupt.*byllm-distill train"):
+        load_adapter(base, folder / "adapter")
+    (folder / "adapter" / "adapter_config.json").unlink()
+    with pytest.raises(TrainingError, match="adapter_config.json missing"):
+        merge_adapter(base, folder / "adapter", tmp_path / "merged")
+
+
+def test_cli_dataset_build_and_try(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    from byllm_distill.cli import main
+    from byllm_distill.runtime.engine import unload
+
+    config, store, version = trained
+    monkeypatch.setenv("BYLLM_DISTILL_HOME", str(config.data_dir))
+    runner = CliRunner()
+    result = runner.invoke(main, ["dataset", "build", SITE])
+    assert result.exit_code == 0, result.output
+    counts = version.manifest["dataset"]["counts"]
+    assert f"{counts['train']} train, {counts['heldout']} held-out" in result.output
+    assert (config.data_dir / "datasets" / SITE / "filtered" / "train.jsonl").is_file()
+
+    record = store.get_record(version.manifest["dataset"]["heldout_ids"][1])
+    try:
+        result = runner.invoke(main, ["try", SITE, "--input", json.dumps(record.args)])
+    finally:
+        unload()
+    assert result.exit_code == 0, result.output
+    assert "student v1" in result.output and "nearest teacher record" in result.output
+    assert f"nearest teacher record {record.id} (argument similarity 1.00" in result.output
+
+    result = runner.invoke(main, ["try", SITE, "--input", "[1]"])
+    assert result.exit_code != 0 and "JSON object" in result.output
+    result = runner.invoke(main, ["train", SITE, "--steps", "0"])
+    assert result.exit_code == 1 and "'steps' must be at least 1" in result.output
+
+
+def test_unknown_base_model_names_the_fix() -> None:
+    with pytest.raises(TrainingError, match=r"'byllm-distill-test/absent' is not in the local "
+                                            r"Hugging Face cache.*huggingface-cli download"):
+        resolve_base("byllm-distill-test/absent")
+    with pytest.raises(TrainingError, match="does not exist"):
+        resolve_base("/nowhere/model.gguf")
+
+
+def test_train_config_validation_names_the_field() -> None:
+    with pytest.raises(TrainingError, match="'rank' must be at least 1"):
+        TrainConfig(rank=0)
+    with pytest.raises(TrainingError, match="either 'steps' or 'epochs'"):
+        TrainConfig(steps=3, epochs=1.0)
+    with pytest.raises(TrainingError, match="'dropout'"):
+        TrainConfig(dropout=1.5)
+    assert TrainConfig(epochs=2.0).total_steps(10) == 20
+    assert TrainConfig(batch_size=4).total_steps(10) == 5

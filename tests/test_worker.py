@@ -1,0 +1,126 @@
+"""The worker: due sites, quiet windows, durable jobs, and a kill in the middle of training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+import byllm_distill
+from byllm_distill import router as router_mod
+from byllm_distill.capture import get_capture
+from byllm_distill.config import load_config
+from byllm_distill.registry import SiteRegistry, file_manifest
+from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program
+from byllm_distill.rpg.teacher import OfflineDesigner
+from byllm_distill.scheduler import due_sites, quiet_now
+from byllm_distill.store import RecordFilter, Store
+from byllm_distill.store.jobs import JobQueue
+
+
+def test_quiet_window_and_load() -> None:
+    config = load_config(environ={"BYLLM_DISTILL_QUIET_HOURS": "22-6"})
+    assert quiet_now(config, now=datetime(2026, 1, 1, 23))[0]
+    assert quiet_now(config, now=datetime(2026, 1, 1, 3))[0]
+    ok, why = quiet_now(config, now=datetime(2026, 1, 1, 12))
+    assert not ok and "quiet hours" in why
+    busy = load_config(environ={"BYLLM_DISTILL_MAX_LOAD": "0.5"})
+    assert not quiet_now(busy, load=4.0)[0] and quiet_now(busy, load=0.1)[0]
+
+
+def test_due_sites_and_job_queue(distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BYLLM_DISTILL_RETRAIN_AFTER", "30")
+    generate_corpus(runs=5, levels_per_run=5, seed=3, progress=False)  # 25 per site
+    store = Store(load_config().database_url)
+    assert due_sites(store, load_config()) == []
+    generate_corpus(runs=2, levels_per_run=5, seed=4, progress=False)  # 35 per site
+    assert {d.site for d in due_sites(store, load_config())} == {MAP_SITE,
+                                                                 "rpg.create_next_level"}
+    queue = JobQueue(store)
+    job = queue.enqueue(MAP_SITE)
+    assert job is not None and queue.enqueue(MAP_SITE) is None  # one per site at a time
+    claimed = queue.claim(pid=123)
+    assert claimed.id == job.id and claimed.status == "running" and claimed.attempts == 1
+    assert queue.claim(pid=456) is None
+    time.sleep(0.01)
+    assert queue.requeue_stale(stale_after=0) == 1  # its worker died: retryable
+    assert queue.claim(pid=789).attempts == 2
+
+
+def _stand_in_version(fingerprint: str) -> int:
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    with registry.new_version() as (number, folder):
+        (folder / "model.gguf").write_text("stand-in weights")
+        (folder / "manifest.json").write_text(json.dumps(
+            {"fingerprint": fingerprint, "files": file_manifest(folder)}))
+    return number
+
+
+@pytest.mark.slow
+def test_killing_the_worker_mid_training_leaves_the_active_version_serving(
+        distill_home: Path, tmp_path: Path) -> None:
+    generate_corpus(runs=8, levels_per_run=5, seed=5, progress=False)
+    store = Store(load_config().database_url)
+    fingerprint = next(store.iter_records(RecordFilter(site=MAP_SITE))).fingerprint
+    active = _stand_in_version(fingerprint)
+    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry.activate(active, mode="student")
+    state_before = registry.state_path.read_text()
+
+    env = {**os.environ, "BYLLM_DISTILL_RETRAIN_AFTER": "10", "BYLLM_DISTILL_TRAIN_STEPS": "400"}
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "byllm-distill"), "worker", "--once", "--site",
+         MAP_SITE], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    queue = JobQueue(store)
+    deadline = time.monotonic() + 300
+    try:
+        # Kill it once training has started: a partial adapter folder exists.
+        while time.monotonic() < deadline:
+            partial = list(registry.versions_dir.glob("*.partial"))
+            if partial and (partial[0] / "dataset").exists():
+                break
+            assert worker.poll() is None, worker.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("training did not start within 5 minutes")
+        time.sleep(3)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    assert registry.state_path.read_text() == state_before
+    assert [v.number for v in registry.versions()] == [active]
+    (job,) = queue.list(site=MAP_SITE)
+    assert job.status == "running"  # as the dead worker left it
+    assert queue.requeue_stale(stale_after=0) == 1 and queue.list(site=MAP_SITE)[0].status == (
+        "queued")
+
+    # And the site is still served by its active version.
+    capture = get_capture()
+    router_mod._router = router_mod.Router(
+        capture, capture.config,
+        student_loader=lambda site, version: OfflineDesigner(model_name="still-serving"))
+    program = load_program()
+    program.create_next_map(program.create_next_level([], 1, 16, 12))
+    byllm_distill.flush()
+    served = list(store.iter_records(RecordFilter(site=MAP_SITE, source="student")))
+    assert [r.model for r in served] == ["still-serving"]
+    assert not any(p.name.endswith(".partial") and (p / "manifest.json").exists()
+                   for p in registry.versions_dir.iterdir())
+
+
+def test_worker_once_with_nothing_due(distill_home: Path) -> None:
+    from byllm_distill.lifecycle import Worker
+
+    assert Worker(load_config()).step() == "nothing to do: no site is due for training"
+
+
