@@ -15,7 +15,7 @@ exports the GGUF, and answers every held-out input with the student. Prints:
   teacher's on the same inputs.
 
     .venv/bin/python benchmarks/train_and_serve.py [--records 200] [--steps N | --epochs E]
-        [--quant Q4_K_M] [--json out.json]
+        [--quant Q4_K_M] [--json out.json] [--serve-only VERSION_DIR] [--temperature T]
 
 Targets on 2 cores: >= 120 training tokens/s; compact prompts >= 3x smaller; student p50
 <= 1.5 s per map; student validity >= 90% after the default training budget.
@@ -79,6 +79,10 @@ def main() -> int:
     parser.add_argument("--quant", default="Q4_K_M", choices=["Q4_K_M", "Q8_0", "F16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--serve-only", type=Path, metavar="VERSION_DIR",
+                        help="skip training: measure serving of this version folder")
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature (default the version's; 0 is greedy)")
     args = parser.parse_args()
 
     import torch
@@ -88,35 +92,46 @@ def main() -> int:
     from byllm_distill.rpg.checks import check_map
     from byllm_distill.runtime.engine import engine_for
     from byllm_distill.store import RecordFilter, Store
-    from byllm_distill.training.pipeline import train_site
+    from byllm_distill.training.pipeline import TrainedVersion, train_site
     from byllm_distill.training.trainer import DEFAULT_EPOCHS, TrainConfig
 
-    home, available = ensure_records(args.records, args.seed)
-    config = load_config()
-    store = Store(config.database_url)
-    print(f"data dir {home}: {available} valid {SITE} records", flush=True)
-
     train_config = TrainConfig(steps=args.steps, epochs=args.epochs, seed=args.seed)
-    started = time.perf_counter()
-    trained = train_site(SITE, config=config, store=store, train_config=train_config,
-                         quant=args.quant, seed=args.seed, progress=True)
-    pipeline_s = time.perf_counter() - started
+    if args.serve_only:
+        folder = args.serve_only.resolve()
+        home = str(folder.parents[3])
+        os.environ["BYLLM_DISTILL_HOME"] = home
+        store = Store(load_config().database_url)
+        available = store.count(RecordFilter(site=SITE, status="ok", valid=True))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        trained = TrainedVersion(SITE, int(folder.name), folder, manifest)
+        pipeline_s = 0.0
+    else:
+        home, available = ensure_records(args.records, args.seed)
+        config = load_config()
+        store = Store(config.database_url)
+        print(f"data dir {home}: {available} valid {SITE} records", flush=True)
+        started = time.perf_counter()
+        trained = train_site(SITE, config=config, store=store, train_config=train_config,
+                             quant=args.quant, seed=args.seed, progress=True)
+        pipeline_s = time.perf_counter() - started
     m = trained.manifest
     tokens, training, export = m["dataset"]["tokens"], m["training"], m["export"]
     examples = training["examples"]
     epochs = training["steps"] * train_config.batch_size / examples
-    budget = (f"{args.steps} steps" if args.steps else
-              f"{args.epochs if args.epochs else DEFAULT_EPOCHS} epochs")
+    budget = (f"{training['config']['steps']} steps" if training["config"]["steps"] else
+              f"{training['config']['epochs'] or DEFAULT_EPOCHS} epochs")
 
     heldout_ids = m["dataset"]["heldout_ids"]
     teacher = {r.id: r for r in store.iter_records(RecordFilter(ids=heldout_ids))}
     engine = engine_for(SITE, folder=trained.path, version=trained.number)
     first = teacher[heldout_ids[0]]
-    engine.generate(first.args)  # warm-up: pages the model in, builds caches
+    temperature = args.temperature
+    engine.generate(first.args, temperature=temperature)  # warm-up: pages the model in
     latencies, rates, student_ok, unparsed, cut = [], [], 0, 0, 0
     for rid in heldout_ids:
         record = teacher[rid]
-        generation = engine.generate(record.args)
+        generation = engine.generate(record.args, temperature=temperature,
+                                     seed=args.seed + len(latencies))
         latencies.append(generation.seconds)
         rates.append(generation.completion_tokens / generation.seconds)
         cut += generation.finish_reason == "length"
@@ -155,6 +170,7 @@ def main() -> int:
         "student_unparsed": unparsed, "student_cut_at_max_tokens": cut,
         "teacher_validity": round(teacher_ok / n, 3),
         "version_dir": str(trained.path),
+        "temperature": engine.spec.temperature if temperature is None else temperature,
     }
     rows = [
         ("prompt tokens/example", f"{results['prompt_tokens_teacher']} teacher "
@@ -170,7 +186,8 @@ def main() -> int:
         ("student latency/map", f"p50 {results['latency_p50_s']} s, p95 "
          f"{results['latency_p95_s']} s, {results['gen_tokens_per_s']} tokens/s",
          "p50 ≤ 1.5 s"),
-        ("validity (held-out)", f"student {results['student_validity']:.1%} vs teacher "
+        ("validity (held-out)", f"student {results['student_validity']:.1%} (temperature "
+         f"{results['temperature']}) vs teacher "
          f"{results['teacher_validity']:.1%} on {n} maps ({unparsed} unparsed, {cut} cut "
          "at max_tokens)", "≥ 90%"),
     ]

@@ -93,6 +93,12 @@ class DistillConfig:
     train_steps: int | None = field(default=None, metadata={
         "help": "Optimizer steps per training job (unset: the trainer's default budget).",
         "env": "BYLLM_DISTILL_TRAIN_STEPS"})
+    validators: tuple[str, ...] = field(default=(), metadata={
+        "help": "Extra validator plugins as 'module:function' (each gets the registry), "
+                "comma-separated in the environment.", "env": "BYLLM_DISTILL_VALIDATORS"})
+    disabled_validators: tuple[str, ...] = field(default=(), metadata={
+        "help": "Validator entry points not to load, by name (e.g. 'rpg').",
+        "env": "BYLLM_DISTILL_DISABLED_VALIDATORS"})
     defaults: SiteSettings = field(default_factory=SiteSettings, metadata={"help": "", "env": ""})
     sites: dict[str, SiteSettings] = field(default_factory=dict, metadata={"help": "", "env": ""})
 
@@ -171,6 +177,11 @@ def _coerce(name: str, value: object, origin: str) -> object:
             what = "a number" if kind is float else "a whole number"
             raise ConfigError(f"{origin}: '{name}' must be {what}, got {value!r}.") from exc
         return number
+    if typing.get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{origin}: '{name}' must be a list of strings, got {value!r}.")
+        return tuple(i.strip() for i in items if i.strip())
     if kind is Path:
         if not isinstance(value, str | Path) or not str(value).strip():
             raise ConfigError(f"{origin}: '{name}' must be a folder path, got {value!r}.")

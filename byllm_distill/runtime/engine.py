@@ -7,9 +7,10 @@ the manifest carries. Only a fully loaded engine enters the cache: a missing, ch
 corrupt file raises `ArtifactError` naming the file and the fix, and the cache holds
 nothing for that site afterwards. `Engine.generate(args)` builds the prompt with
 `compact_prompt` and the prompt format recorded at training time (so inference sees the
-text training saw), decodes greedily under the grammar (so JSON answers always parse and
+text training saw), decodes under the grammar (so JSON answers always parse and
 always end, see `training/schema.py` for the bounds; the grammar admits compact JSON
-only, the form training used) and is serialised per `Llama` by a lock.
+only, the form training used) and is serialised per `Llama` by a lock. Decoding samples
+at the version's `temperature` (0 is greedy; see pipeline.py for the default).
 
 On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
 tensors, so there the model is loaded without llama.cpp's extra buffer types.
@@ -35,6 +36,7 @@ from byllm_distill.registry import ArtifactError, SiteRegistry, sha256_file
 from byllm_distill.training.dataset import compact_prompt
 
 DEFAULT_MAX_TOKENS = 1024
+TOP_K = 64  # sampling draws from at most this many of the best tokens
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _llamas: dict[str, tuple[Any, threading.Lock]] = {}
@@ -67,6 +69,8 @@ class StudentSpec:
     max_tokens: int
     n_ctx: int
     version: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
 
     @classmethod
     def from_folder(cls, site: str, folder: Path, version: int | None = None) -> StudentSpec:
@@ -85,7 +89,9 @@ class StudentSpec:
                        grammar_schema=serving.get("grammar_schema"),
                        prompt_format=serving["prompt_format"],
                        max_tokens=int(serving.get("max_tokens", DEFAULT_MAX_TOKENS)),
-                       n_ctx=int(serving.get("n_ctx", 2048)), version=version)
+                       n_ctx=int(serving.get("n_ctx", 2048)), version=version,
+                       temperature=float(serving.get("temperature", 0.0)),
+                       top_p=float(serving.get("top_p", 1.0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path} lacks the serving section ({exc}); {fix}.") from exc
 
@@ -171,10 +177,11 @@ def compact_gbnf(schema: dict[str, Any]) -> str:
 class Engine:
     """A loaded student: the shared `Llama`, its lock, the grammar and the prompt format.
 
-    Decoding is greedy with the grammar checked lazily, as llama.cpp's own `common_sampler`
-    does: the best token is proposed first and only when the grammar rejects it are all
-    tokens filtered. A trained student's best token is nearly always valid, so this skips
-    filtering the 49k-token vocabulary at most steps (about 30% of the time per token here).
+    The grammar is checked lazily, as llama.cpp's own `common_sampler` does: a token is
+    picked from the raw logits first and only when the grammar rejects it are all tokens
+    filtered and the pick repeated. A trained student's pick is nearly always valid, so this
+    skips filtering the 49k-token vocabulary at most steps (about 30% of the time per token
+    here).
     """
 
     def __init__(self, spec: StudentSpec, llama: Any, lock: threading.Lock) -> None:
@@ -215,22 +222,40 @@ class Engine:
         llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
         return math.isfinite(self._one[0].logit)
 
-    def _grammar_best(self, logits: Any) -> int:
+    def _grammar_filter(self, logits: Any) -> Any:
+        """`logits` with every token the grammar forbids now set to -inf (a copy)."""
         import llama_cpp
-        import numpy as np
 
         self._all_view["logit"] = logits
         candidates = llama_cpp.llama_token_data_array(
             data=ctypes.cast(self._all, llama_cpp.llama_token_data_p), size=self._n_vocab,
             selected=-1, sorted=False)
         llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
-        return int(np.argmax(self._all_view["logit"]))
+        return self._all_view["logit"].copy()
 
-    def _decode(self, prompt: list[int]) -> tuple[list[int], str]:
+    @staticmethod
+    def _pick(logits: Any, temperature: float, top_p: float, rng: Any) -> int:
+        """Greedy at temperature 0, else a draw from the top-p mass of the 64 best tokens."""
+        import numpy as np
+
+        if temperature <= 0.0:
+            return int(np.argmax(logits))
+        top = np.argpartition(logits, -TOP_K)[-TOP_K:]
+        top = top[np.argsort(logits[top])[::-1]]
+        top = top[np.isfinite(logits[top])]
+        weights = np.exp((logits[top] - logits[top[0]]) / temperature)
+        weights /= weights.sum()
+        keep = min(len(top), int(np.searchsorted(np.cumsum(weights), top_p)) + 1)
+        weights = weights[:keep] / weights[:keep].sum()
+        return int(top[rng.choice(keep, p=weights)])
+
+    def _decode(self, prompt: list[int], temperature: float, top_p: float,
+                seed: int | None) -> tuple[list[int], str]:
         import llama_cpp
         import numpy as np
 
         llama = self.llama
+        rng = np.random.default_rng(seed)
         llama.reset()
         llama.eval(prompt)
         if self._grammar is not None:
@@ -239,10 +264,10 @@ class Engine:
         for _ in range(self.spec.max_tokens):
             logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1),
                                            shape=(self._n_vocab,))
-            token = int(np.argmax(logits))
+            token = self._pick(logits, temperature, top_p, rng)
             if self._grammar is not None:
                 if not self._grammar_allows(token, float(logits[token])):
-                    token = self._grammar_best(logits)
+                    token = self._pick(self._grammar_filter(logits), temperature, top_p, rng)
                 llama_cpp.llama_sampler_accept(self._grammar, token)
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 return out, "stop"
@@ -250,8 +275,12 @@ class Engine:
             llama.eval([token])
         return out, "length"
 
-    def generate(self, args: dict[str, Any]) -> Generation:
-        """The student's answer text for one call's arguments (greedy, grammar-bound)."""
+    def generate(self, args: dict[str, Any], temperature: float | None = None,
+                 top_p: float | None = None, seed: int | None = None) -> Generation:
+        """The student's answer text for one call's arguments, grammar-bound.
+
+        Sampling follows the version's serving settings unless `temperature` / `top_p` are
+        given; temperature 0 is greedy. `seed` None draws fresh randomness each call."""
         text = self.prompt(args)
         started = time.perf_counter()
         with self.lock:
@@ -262,7 +291,9 @@ class Engine:
                                  f"{self.spec.max_tokens}-token answer in n_ctx "
                                  f"{self.llama.n_ctx()}; the input is far larger than "
                                  "anything the student was trained on.")
-            tokens, finish = self._decode(prompt)
+            tokens, finish = self._decode(
+                prompt, self.spec.temperature if temperature is None else temperature,
+                self.spec.top_p if top_p is None else top_p, seed)
             answer = self.llama.detokenize(tokens).decode("utf-8", errors="replace")
         return Generation(text=answer, prompt_tokens=len(prompt),
                           completion_tokens=len(tokens),
@@ -314,7 +345,11 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         spec = StudentSpec.from_folder(site, folder, version)
         verify_files(site, spec.folder)
         llama, lock = _load_llama(spec)
-        engine = Engine(spec, llama, lock)
+        try:
+            engine = Engine(spec, llama, lock)
+        except BaseException:
+            _release_unused()
+            raise
         _engines[site] = engine
         return engine
 
@@ -329,7 +364,12 @@ def unload(site: str | None = None) -> None:
     with _lock:
         for key in [site] if site is not None else list(_engines):
             _engines.pop(key, None)
-        used = {str(e.spec.gguf.resolve()) for e in _engines.values()}
-        for path in [p for p in _llamas if p not in used]:
-            llama, _ = _llamas.pop(path)
-            llama.close()
+        _release_unused()
+
+
+def _release_unused() -> None:
+    """Close every `Llama` no cached engine uses (callers hold `_lock`)."""
+    used = {str(e.spec.gguf.resolve()) for e in _engines.values()}
+    for path in [p for p in _llamas if p not in used]:
+        llama, _ = _llamas.pop(path)
+        llama.close()

@@ -231,13 +231,15 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
     """
     if not 0.0 <= holdout < 1.0:
         raise TrainingError(f"holdout must be in [0, 1), got {holdout!r}.")
-    flt = (RecordFilter(site=site, status="ok", valid=True) if filtered
-           else RecordFilter(site=site, status="ok"))
+    # Only the teacher's answers teach: student, shadow and eval records are the student's.
+    flt = (RecordFilter(site=site, source="teacher", status="ok", valid=True) if filtered
+           else RecordFilter(site=site, source="teacher", status="ok"))
     records = list(store.iter_records(flt))
     if not records:
         what = "valid " if filtered else ""
         hint = (" (or pass --unfiltered to use records that failed a validator)"
-                if filtered and store.count(RecordFilter(site=site, status="ok")) else "")
+                if filtered and store.count(RecordFilter(site=site, source="teacher",
+                                                         status="ok")) else "")
         raise TrainingError(f"no {what}records for call site {site!r}{hint}; run the program "
                             "with capture on, or check the name with `byllm-distill sites`.")
     fingerprint = fingerprint or records[-1].fingerprint

@@ -10,7 +10,7 @@ not after the training run.
 The manifest's `serving` section is everything the runtime needs: the prompt format the
 tokenizer produced, the bounded schema for the grammar (limits from the training outputs,
 see schema.py), `max_tokens` (2 × the longest training answer + 64, or less when the
-bounded schema admits nothing longer) and `n_ctx`.
+bounded schema admits nothing longer), `n_ctx` and the sampling defaults.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ from byllm_distill.training.schema import bounded_schema, max_json_chars
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
 
 DEFAULT_MAX_TOKENS = 1024
+# Teachers sample, and a student decoding greedily collapses onto the most likely value at
+# every step (for maps: the same few tiles, repeated until maxItems); sampling keeps the
+# teacher's variety. Per-call overrides: `Engine.generate(args, temperature=...)`.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.95
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
         "grammar_schema": grammar_schema,
         "max_tokens": max_tokens,
         "n_ctx": max(2048, 256 * math.ceil((2 * prompt_max + max_tokens) / 256)),
+        "temperature": DEFAULT_TEMPERATURE,
+        "top_p": DEFAULT_TOP_P,
     }
 
 

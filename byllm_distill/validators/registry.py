@@ -8,12 +8,16 @@ stem). Generic validators (generic.py) apply to every site.
 
 Other packages add theirs through the `byllm_distill.validators` entry-point group: each
 entry point names a function `register(registry: ValidatorRegistry) -> None`, called once
-when the registry is first used.
+when the registry is first used. A project can also list such functions without packaging
+them (`validators = ["myproject.checks:register"]` in `[plugins.distill]`) and switch an
+entry point off by name (`disabled_validators = ["rpg"]`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -80,13 +84,36 @@ class ValidatorRegistry:
         with self._lock:
             if self._loaded:
                 return
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
+            extra, disabled = _configured_plugins()
+            loaders = [(ep.name, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)
+                       if ep.name not in disabled]
+            loaders += [(spec, functools.partial(_import, spec)) for spec in extra]
+            for name, load in loaders:
                 try:
-                    ep.load()(self)
+                    load()(self)
                 except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop others
                     log.warning("byllm-distill: validator plugin %r failed to load: %s",
-                                ep.name, exc)
+                                name, exc)
             self._loaded = True
+
+
+def _configured_plugins() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    from byllm_distill.config import load_config
+    from byllm_distill.errors import ConfigError
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        log.warning("byllm-distill: validator settings ignored: %s", exc)
+        return (), ()
+    return config.validators, config.disabled_validators
+
+
+def _import(spec: str) -> Callable[[ValidatorRegistry], None]:
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{spec!r} is not 'module:function'")
+    return getattr(importlib.import_module(module), attr)
 
 
 registry = ValidatorRegistry()
