@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,7 +94,7 @@ def main() -> int:
     from byllm_distill.runtime.engine import engine_for
     from byllm_distill.store import RecordFilter, Store
     from byllm_distill.training.pipeline import TrainedVersion, train_site
-    from byllm_distill.training.trainer import DEFAULT_EPOCHS, TrainConfig
+    from byllm_distill.training.trainer import DEFAULT_EPOCHS, DEFAULT_MAX_STEPS, TrainConfig
 
     train_config = TrainConfig(steps=args.steps, epochs=args.epochs, seed=args.seed)
     if args.serve_only:
@@ -119,7 +120,8 @@ def main() -> int:
     examples = training["examples"]
     epochs = training["steps"] * train_config.batch_size / examples
     budget = (f"{training['config']['steps']} steps" if training["config"]["steps"] else
-              f"{training['config']['epochs'] or DEFAULT_EPOCHS} epochs")
+              f"{training['config']['epochs']} epochs" if training["config"]["epochs"] else
+              f"default ({DEFAULT_EPOCHS} epochs, <= {DEFAULT_MAX_STEPS} steps)")
 
     heldout_ids = m["dataset"]["heldout_ids"]
     teacher = {r.id: r for r in store.iter_records(RecordFilter(ids=heldout_ids))}
@@ -128,6 +130,7 @@ def main() -> int:
     temperature = args.temperature
     engine.generate(first.args, temperature=temperature)  # warm-up: pages the model in
     latencies, rates, student_ok, unparsed, cut = [], [], 0, 0, 0
+    failures: Counter[str] = Counter()
     for rid in heldout_ids:
         record = teacher[rid]
         generation = engine.generate(record.args, temperature=temperature,
@@ -140,7 +143,9 @@ def main() -> int:
         except ValueError:
             unparsed += 1
             continue
-        student_ok += all(v.passed for v in check_map(output))
+        failed = [v.name for v in check_map(output) if not v.passed]
+        failures.update(failed)
+        student_ok += not failed
     teacher_ok = sum(all(v.passed for v in check_map(teacher[r].output)) for r in heldout_ids)
     n = len(heldout_ids)
 
@@ -170,6 +175,7 @@ def main() -> int:
         "student_unparsed": unparsed, "student_cut_at_max_tokens": cut,
         "teacher_validity": round(teacher_ok / n, 3),
         "version_dir": str(trained.path),
+        "student_failures": dict(failures.most_common()),
         "temperature": engine.spec.temperature if temperature is None else temperature,
     }
     rows = [
@@ -190,6 +196,8 @@ def main() -> int:
          f"{results['temperature']}) vs teacher "
          f"{results['teacher_validity']:.1%} on {n} maps ({unparsed} unparsed, {cut} cut "
          "at max_tokens)", "≥ 90%"),
+        ("student failures", ", ".join(f"{k} {v}" for k, v in failures.most_common()) or "none",
+         ""),
     ]
     for name, value, target in rows:
         print(f"{name:<22} {value}" + (f"   [target {target}]" if target else ""))

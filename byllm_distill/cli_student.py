@@ -92,7 +92,8 @@ def register(main: click.Group) -> None:
                                  "TinyLlama/TinyLlama-1.1B-Chat-v1.0), a folder or a .gguf; "
                                  "default the embedded SmolLM2-135M-Instruct.")
     @click.option("--steps", type=int, help="Optimizer steps (exclusive with --epochs).")
-    @click.option("--epochs", type=float, help="Passes over the training split (default 2).")
+    @click.option("--epochs", type=float,
+                  help="Passes over the training split (default 2, at most 800 steps).")
     @click.option("--rank", default=16, show_default=True, help="LoRA rank.")
     @click.option("--alpha", default=32, show_default=True, help="LoRA alpha.")
     @click.option("--lr", "learning_rate", default=1e-3, show_default=True,

@@ -285,4 +285,6 @@ def test_train_config_validation_names_the_field() -> None:
     with pytest.raises(TrainingError, match="'dropout'"):
         TrainConfig(dropout=1.5)
     assert TrainConfig(epochs=2.0).total_steps(10) == 20
+    assert TrainConfig().total_steps(100) == 200 and TrainConfig().total_steps(5000) == 800
+    assert TrainConfig(epochs=1.0).total_steps(5000) == 5000
     assert TrainConfig(batch_size=4).total_steps(10) == 5

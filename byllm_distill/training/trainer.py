@@ -40,9 +40,11 @@ from byllm_distill.training.base_model import (
 from byllm_distill.training.dataset import Dataset, Example, prompt_format
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# The default budget when neither steps nor epochs is given (see benchmarks/train_and_serve.py
-# for what it buys on the RPG map site).
+# The default budget when neither steps nor epochs is given: two passes, at most 800 steps
+# (about 25 minutes at ~230 tokens/s on 2 cores for ~340-token examples). See
+# benchmarks/train_and_serve.py for what it buys on the RPG map site.
 DEFAULT_EPOCHS = 2.0
+DEFAULT_MAX_STEPS = 800
 IGNORE = -100
 
 
@@ -57,8 +59,8 @@ class TrainConfig:
     steps: int | None = field(default=None, metadata={
         "help": "Optimizer steps; exclusive with epochs."})
     epochs: float | None = field(default=None, metadata={
-        "help": f"Passes over the training split (default {DEFAULT_EPOCHS} when steps is "
-                "unset too)."})
+        "help": f"Passes over the training split (default: {DEFAULT_EPOCHS} passes, at most "
+                f"{DEFAULT_MAX_STEPS} steps, when steps is unset too)."})
     warmup_steps: int = field(default=10, metadata={"help": "Linear warmup steps."})
     max_length: int = field(default=1024, metadata={
         "help": "Longest example in tokens; longer answers are cut (and counted)."})
@@ -94,8 +96,10 @@ class TrainConfig:
     def total_steps(self, examples: int) -> int:
         if self.steps is not None:
             return self.steps
-        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS
-        return max(1, math.ceil(epochs * examples / self.batch_size))
+        if self.epochs is not None:
+            return max(1, math.ceil(self.epochs * examples / self.batch_size))
+        return max(1, min(DEFAULT_MAX_STEPS,
+                          math.ceil(DEFAULT_EPOCHS * examples / self.batch_size)))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
