@@ -19,7 +19,6 @@ renamed), so two processes converting at once both end with one complete copy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.registry import sha256_file
 from byllm_distill.training import TrainingError
 
 EMBEDDED = "smollm2-135m-instruct"
@@ -78,14 +78,14 @@ def resolve_base(name: str | None = None) -> BaseModelRef:
     """The base model `name` as a loadable folder (converting a GGUF once, if needed)."""
     if name is None or name == EMBEDDED:
         gguf = embedded_gguf()
-        sha = _sha256(gguf)
+        sha = sha256_file(gguf)
         return BaseModelRef(EMBEDDED, _converted(gguf, sha), "embedded-gguf", sha)
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise TrainingError(f"base model file {path} does not exist; pass an existing "
                                 ".gguf file, a model folder or a hub id.")
-        sha = _sha256(path)
+        sha = sha256_file(path)
         return BaseModelRef(name, _converted(path, sha), "gguf", sha)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -114,14 +114,6 @@ def _from_hub_cache(repo_id: str) -> Path:
             f"--base {repo_id} or --base /path/to/folder; without it, leave --base unset to "
             f"use the embedded {EMBEDDED}."
         ) from exc
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _converted(gguf: Path, sha: str) -> Path:
