@@ -147,15 +147,13 @@ def register(main: click.Group) -> None:
         args = _parse_json_object(input_json)
         engine = engine_for(site, data_dir=get_config().data_dir, version=version)
         generation = engine.generate(args)
+        verdicts = "".join("✓" if ok else "✗" for ok in generation.passed)
         click.echo(f"student v{engine.spec.version} ({generation.seconds:.2f} s, "
-                   f"{generation.completion_tokens} tokens, {generation.finish_reason}):")
-        try:
-            answer = (json.loads(generation.text) if engine.spec.grammar_schema is not None
-                      else generation.text)
-        except ValueError as exc:
-            raise DistillError(f"the student's answer does not parse ({exc}):\n"
-                               f"{generation.text}") from exc
-        click.echo(_show(answer))
+                   f"{generation.completion_tokens} tokens, {generation.finish_reason}, "
+                   f"attempts {verdicts}):")
+        if generation.output is None:
+            raise DistillError(f"the student's answer does not decode:\n{generation.raw}")
+        click.echo(_show(generation.output))
         near = nearest_record(open_store(), site, args)
         if near is None:
             click.echo("no teacher record to compare with.")

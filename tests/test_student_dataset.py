@@ -15,7 +15,6 @@ from byllm_distill.store.record import new_record_id
 from byllm_distill.training import TrainingError
 from byllm_distill.training.dataset import (
     build_dataset,
-    compact_prompt,
     load_dataset,
     prompt_format,
     split_of,
@@ -42,26 +41,17 @@ def _store(tmp_path: Path, records) -> Store:
     return store
 
 
-def test_compact_prompt_keeps_only_the_inputs() -> None:
-    args = {"level": {"width": 12, "name": "Level 1: Quiet Crypt", "height": 10}}
-    prompt = compact_prompt(SITE, args)
-    assert prompt == (SITE + '\n{"level":{"height":10,"name":"Level 1: Quiet Crypt",'
-                      '"width":12}}')
-    reordered = {"level": dict(reversed(list(args["level"].items())))}
-    assert compact_prompt(SITE, reordered) == prompt
-
-
 def test_compaction_makes_prompts_smaller(tmp_path: Path, tokenizer) -> None:
     records = map_records(12)
     ds = build_dataset(_store(tmp_path, records), SITE, tokenizer=tokenizer)
     tokens = ds.manifest["tokens"]
-    assert tokens["compact_prompt"]["mean"] < tokens["teacher_prompt"]["mean"] / 1.5
-    assert tokens["compaction_ratio"] > 1.5
-    assert tokens["compaction_ratio_with_schema"] > 5
+    assert tokens["compact_prompt"]["mean"] < tokens["teacher_prompt"]["mean"] / 3
+    assert tokens["compaction_ratio"] >= 3
+    assert tokens["compaction_ratio_with_schema"] > 10
     assert tokens["teacher_schema"] > 500
     for example in ds.train + ds.heldout:
         assert "This is a task" not in example.prompt and "Lay out" not in example.prompt
-        assert example.prompt.startswith(SITE + "\n{")
+        assert example.prompt.startswith("[[") and "width" not in example.prompt
     fmt = prompt_format(tokenizer)
     assert "SmolLM" not in fmt["prefix"]  # the empty system turn replaces the default persona
     assert fmt["answer_suffix"] == "<|im_end|>"
@@ -90,16 +80,19 @@ def test_targets_follow_schema_order_and_bounds_are_added() -> None:
     assert max_json_chars(bounded) < 1000
 
 
-def test_targets_are_compact_json_in_grammar_order(tmp_path: Path, tokenizer) -> None:
-    record = map_records(1)[0]
-    shuffled = dict(reversed(list(record.output.items())))
-    ds = build_dataset(_store(tmp_path, [replace(record, output=shuffled)]), SITE,
-                       holdout=0.0, tokenizer=tokenizer)
-    target = ds.train[0].target
-    assert '": ' not in target and ', "' not in target
-    assert list(json.loads(target)) == ["level", "walls", "small_obstacles", "enemies",
-                                        "player_pos"]
-    assert json.loads(target) == record.output
+def test_targets_are_compact_tuples_that_decode_to_the_answer(tmp_path: Path,
+                                                             tokenizer) -> None:
+    records = map_records(12)
+    shuffled = [replace(r, output=dict(reversed(list(r.output.items())))) for r in records]
+    ds = build_dataset(_store(tmp_path, shuffled), SITE, holdout=0.0, tokenizer=tokenizer)
+    assert ds.manifest["codec"]["mode"] == "tuple" and ds.codec.copies == {"level": "level"}
+    by_id = {r.id: r for r in records}
+    for example in ds.train:
+        assert " " not in example.target and "enemies" not in example.target
+        record = by_id[example.record_id]
+        decoded = ds.codec.decode(example.target, record.args)
+        assert decoded == record.output
+        assert list(decoded) == ["level", "walls", "small_obstacles", "enemies", "player_pos"]
 
 
 def test_duplicates_are_dropped(tmp_path: Path, tokenizer) -> None:
@@ -160,7 +153,8 @@ def test_manifest_and_jsonl_export(tmp_path: Path, tokenizer) -> None:
     row = json.loads(lines[0])
     assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
     by_id = {r.id: r for r in records}
-    assert json.loads(row["messages"][2]["content"]) == by_id[ids["train"][0]].output
+    first = by_id[ids["train"][0]]
+    assert ds.codec.decode(row["messages"][2]["content"], first.args) == first.output
     assert not (tmp_path / "ds.partial").exists()
     loaded = load_dataset(out)
     assert loaded.train == ds.train and loaded.heldout == ds.heldout

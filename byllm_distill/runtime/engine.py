@@ -5,12 +5,20 @@ the version's files are checked against the sha256s in its manifest, then the GG
 loaded (one `Llama` per GGUF path, shared) and the grammar is built from the bounded schema
 the manifest carries. Only a fully loaded engine enters the cache: a missing, changed or
 corrupt file raises `ArtifactError` naming the file and the fix, and the cache holds
-nothing for that site afterwards. `Engine.generate(args)` builds the prompt with
-`compact_prompt` and the prompt format recorded at training time (so inference sees the
-text training saw), decodes under the grammar (so JSON answers always parse and
-always end, see `training/schema.py` for the bounds; the grammar admits compact JSON
-only, the form training used) and is serialised per `Llama` by a lock. Decoding samples
-at the version's `temperature` (0 is greedy; see pipeline.py for the default).
+nothing for that site afterwards. `Engine.generate(args)` builds the prompt with the
+version's codec and prompt format (so inference sees the text training saw, see
+`training/codec.py`), decodes under a grammar (for tuple codecs one built for this call's
+arguments by `training/grammar.py`: exact item counts and coordinate ranges where the
+teacher's data showed them; for JSON codecs the bounded schema's), so answers always end
+and always parse, and decodes the text back into the site's JSON answer. Decoding samples
+at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
+serialised per `Llama` by a lock.
+
+Validator-checked sampling: an answer that fails one of the site's validators (the same
+ones the router applies) is drawn again, up to the version's `attempts`; the first answer
+that passes is returned, else the last one, which the router then replaces with the
+teacher's. `Generation.passed` lists the verdict of each attempt, so evaluation can report
+first-attempt validity next to the served one.
 
 On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
 tensors, so there the model is loaded without llama.cpp's extra buffer types.
@@ -27,15 +35,19 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from byllm_distill.registry import ArtifactError, SiteRegistry, sha256_file
-from byllm_distill.training.dataset import compact_prompt
+from byllm_distill.training.codec import SiteCodec
+from byllm_distill.training.grammar import call_grammar
 
 DEFAULT_MAX_TOKENS = 1024
+DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
+GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
 TOP_K = 64  # sampling draws from at most this many of the best tokens
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -44,11 +56,18 @@ _llamas: dict[str, tuple[Any, threading.Lock]] = {}
 
 @dataclass(frozen=True)
 class Generation:
+    """One served answer: `text` is the site's answer as JSON text (the raw text on `str`
+    sites, or when it did not decode), `output` the decoded value (None if it did not
+    decode), `raw` what the student wrote; tokens and seconds add up every attempt."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     seconds: float
     finish_reason: str
+    raw: str = ""
+    output: Any = None
+    passed: tuple[bool, ...] = ()
 
     @property
     def usage(self) -> dict[str, int]:
@@ -64,13 +83,15 @@ class StudentSpec:
     site: str
     folder: Path
     gguf: Path
-    grammar_schema: dict[str, Any] | None
+    codec: SiteCodec
+    response_format: dict[str, Any] | None
     prompt_format: dict[str, Any]
     max_tokens: int
     n_ctx: int
     version: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
+    attempts: int = DEFAULT_ATTEMPTS
 
     @classmethod
     def from_folder(cls, site: str, folder: Path, version: int | None = None) -> StudentSpec:
@@ -86,14 +107,17 @@ class StudentSpec:
             serving = manifest["serving"]
             return cls(site=site, folder=Path(folder),
                        gguf=Path(folder) / manifest.get("gguf", "model.gguf"),
-                       grammar_schema=serving.get("grammar_schema"),
+                       codec=SiteCodec.from_dict(serving["codec"]),
+                       response_format=serving.get("response_format"),
                        prompt_format=serving["prompt_format"],
                        max_tokens=int(serving.get("max_tokens", DEFAULT_MAX_TOKENS)),
                        n_ctx=int(serving.get("n_ctx", 2048)), version=version,
                        temperature=float(serving.get("temperature", 0.0)),
-                       top_p=float(serving.get("top_p", 1.0)))
+                       top_p=float(serving.get("top_p", 1.0)),
+                       attempts=max(1, int(serving.get("attempts", DEFAULT_ATTEMPTS))))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{path} lacks the serving section ({exc}); {fix}.") from exc
+            raise ArtifactError(f"{path} lacks a serving section this version of byllm-distill "
+                                f"reads ({exc}); {fix}.") from exc
 
 
 def verify_files(site: str, folder: Path) -> None:
@@ -175,7 +199,7 @@ def compact_gbnf(schema: dict[str, Any]) -> str:
 
 
 class Engine:
-    """A loaded student: the shared `Llama`, its lock, the grammar and the prompt format.
+    """A loaded student: the shared `Llama`, its lock, the codec and the prompt format.
 
     The grammar is checked lazily, as llama.cpp's own `common_sampler` does: a token is
     picked from the raw logits first and only when the grammar rejects it are all tokens
@@ -191,38 +215,63 @@ class Engine:
         self.spec = spec
         self.llama = llama
         self.lock = lock
-        self.gbnf = compact_gbnf(spec.grammar_schema) if spec.grammar_schema else None
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = llama.n_vocab()
-        self._grammar = None
-        if self.gbnf is not None:
-            self._grammar = llama_cpp.llama_sampler_init_grammar(
-                self._vocab, self.gbnf.encode(), b"root")
-            if not self._grammar:
-                raise ArtifactError(f"the grammar of {spec.folder} cannot be built; retrain "
-                                    f"with `byllm-distill train {spec.site}`.")
-            weakref.finalize(self, llama_cpp.llama_sampler_free, self._grammar)
+        self._grammars: OrderedDict[str, Any] = OrderedDict()
+        weakref.finalize(self, _free_samplers, self._grammars)
+        self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
+                            if spec.codec.mode == "json" and spec.codec.schema else None)
         self._all = (llama_cpp.llama_token_data * self._n_vocab)()
         self._all_view = np.frombuffer(self._all, dtype=np.dtype(
             [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
         self._all_view["id"] = np.arange(self._n_vocab, dtype=np.int32)
         self._one = (llama_cpp.llama_token_data * 1)()
+        if self._fixed_gbnf is not None:
+            self._grammar_for({})  # a bad grammar fails the load, not the first call
 
     def prompt(self, args: dict[str, Any]) -> str:
         fmt = self.spec.prompt_format
-        return fmt["prefix"] + compact_prompt(self.spec.site, args) + fmt["suffix"]
+        return fmt["prefix"] + self.spec.codec.prompt(args) + fmt["suffix"]
 
-    def _grammar_allows(self, token: int, logit: float) -> bool:
+    def gbnf(self, args: dict[str, Any]) -> str | None:
+        """The grammar text for a call with `args` (None: free text)."""
+        if self.spec.codec.mode == "tuple":
+            return call_grammar(self.spec.codec, args)
+        return self._fixed_gbnf
+
+    def _grammar_for(self, args: dict[str, Any]) -> Any:
+        """The llama.cpp grammar sampler for this call, reset (callers hold the lock)."""
+        import llama_cpp
+
+        text = self.gbnf(args)
+        if text is None:
+            return None
+        sampler = self._grammars.get(text)
+        if sampler is None:
+            sampler = llama_cpp.llama_sampler_init_grammar(self._vocab, text.encode(), b"root")
+            if not sampler:
+                raise ArtifactError(f"the grammar of {self.spec.folder} cannot be built for "
+                                    f"these arguments; retrain with `byllm-distill train "
+                                    f"{self.spec.site}`.")
+            self._grammars[text] = sampler
+            if len(self._grammars) > GRAMMAR_CACHE:
+                _, oldest = self._grammars.popitem(last=False)
+                llama_cpp.llama_sampler_free(oldest)
+        self._grammars.move_to_end(text)
+        llama_cpp.llama_sampler_reset(sampler)
+        return sampler
+
+    def _grammar_allows(self, grammar: Any, token: int, logit: float) -> bool:
         import llama_cpp
 
         self._one[0].id, self._one[0].logit, self._one[0].p = token, logit, 0.0
         candidates = llama_cpp.llama_token_data_array(
             data=ctypes.cast(self._one, llama_cpp.llama_token_data_p), size=1, selected=-1,
             sorted=False)
-        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
         return math.isfinite(self._one[0].logit)
 
-    def _grammar_filter(self, logits: Any) -> Any:
+    def _grammar_filter(self, grammar: Any, logits: Any) -> Any:
         """`logits` with every token the grammar forbids now set to -inf (a copy)."""
         import llama_cpp
 
@@ -230,7 +279,7 @@ class Engine:
         candidates = llama_cpp.llama_token_data_array(
             data=ctypes.cast(self._all, llama_cpp.llama_token_data_p), size=self._n_vocab,
             selected=-1, sorted=False)
-        llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(candidates))
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
         return self._all_view["logit"].copy()
 
     @staticmethod
@@ -249,26 +298,24 @@ class Engine:
         weights = weights[:keep] / weights[:keep].sum()
         return int(top[rng.choice(keep, p=weights)])
 
-    def _decode(self, prompt: list[int], temperature: float, top_p: float,
-                seed: int | None) -> tuple[list[int], str]:
+    def _decode(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
+                rng: Any) -> tuple[list[int], str]:
         import llama_cpp
         import numpy as np
 
         llama = self.llama
-        rng = np.random.default_rng(seed)
         llama.reset()
         llama.eval(prompt)
-        if self._grammar is not None:
-            llama_cpp.llama_sampler_reset(self._grammar)
         out: list[int] = []
         for _ in range(self.spec.max_tokens):
             logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1),
                                            shape=(self._n_vocab,))
             token = self._pick(logits, temperature, top_p, rng)
-            if self._grammar is not None:
-                if not self._grammar_allows(token, float(logits[token])):
-                    token = self._pick(self._grammar_filter(logits), temperature, top_p, rng)
-                llama_cpp.llama_sampler_accept(self._grammar, token)
+            if grammar is not None:
+                if not self._grammar_allows(grammar, token, float(logits[token])):
+                    token = self._pick(self._grammar_filter(grammar, logits), temperature,
+                                       top_p, rng)
+                llama_cpp.llama_sampler_accept(grammar, token)
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 return out, "stop"
             out.append(token)
@@ -276,13 +323,25 @@ class Engine:
         return out, "length"
 
     def generate(self, args: dict[str, Any], temperature: float | None = None,
-                 top_p: float | None = None, seed: int | None = None) -> Generation:
-        """The student's answer text for one call's arguments, grammar-bound.
+                 top_p: float | None = None, seed: int | None = None,
+                 attempts: int | None = None, check: bool = True) -> Generation:
+        """The student's answer for one call's arguments (see the module docstring).
 
-        Sampling follows the version's serving settings unless `temperature` / `top_p` are
-        given; temperature 0 is greedy. `seed` None draws fresh randomness each call."""
+        Sampling follows the version's serving settings unless `temperature` / `top_p` /
+        `attempts` are given; temperature 0 is greedy (and so makes one attempt). `seed`
+        None draws fresh randomness each call. `check=False` skips the validators."""
+        import numpy as np
+
+        temperature = self.spec.temperature if temperature is None else temperature
+        top_p = self.spec.top_p if top_p is None else top_p
+        attempts = self.spec.attempts if attempts is None else max(1, attempts)
+        if temperature <= 0.0 or not check:
+            attempts = 1
+        rng = np.random.default_rng(seed)
         text = self.prompt(args)
         started = time.perf_counter()
+        passed: list[bool] = []
+        completion = 0
         with self.lock:
             prompt = self.llama.tokenize(text.encode(), add_bos=bool(
                 self.spec.prompt_format.get("add_bos")), special=True)
@@ -291,22 +350,55 @@ class Engine:
                                  f"{self.spec.max_tokens}-token answer in n_ctx "
                                  f"{self.llama.n_ctx()}; the input is far larger than "
                                  "anything the student was trained on.")
-            tokens, finish = self._decode(
-                prompt, self.spec.temperature if temperature is None else temperature,
-                self.spec.top_p if top_p is None else top_p, seed)
-            answer = self.llama.detokenize(tokens).decode("utf-8", errors="replace")
-        return Generation(text=answer, prompt_tokens=len(prompt),
-                          completion_tokens=len(tokens),
-                          seconds=time.perf_counter() - started, finish_reason=finish)
+            for _ in range(attempts):
+                tokens, finish = self._decode(prompt, self._grammar_for(args), temperature,
+                                              top_p, rng)
+                completion += len(tokens)
+                raw = self.llama.detokenize(tokens).decode("utf-8", errors="replace")
+                output, answer = self._read(raw, args)
+                passed.append(output is not None and (not check or self._passes(args, output)))
+                if passed[-1]:
+                    break
+        return Generation(text=answer, prompt_tokens=len(prompt) * len(passed),
+                          completion_tokens=completion,
+                          seconds=time.perf_counter() - started, finish_reason=finish, raw=raw,
+                          output=output, passed=tuple(passed))
+
+    def _read(self, raw: str, args: dict[str, Any]) -> tuple[Any, str]:
+        """(decoded answer or None, the answer as text)."""
+        codec = self.spec.codec
+        if codec.mode == "text":
+            return raw, raw
+        try:
+            output = codec.decode(raw, args)
+        except ValueError:
+            return None, raw
+        return output, json.dumps(output, ensure_ascii=False)
+
+    def _passes(self, args: dict[str, Any], output: Any) -> bool:
+        """Whether the site's validators accept `output` for `args`."""
+        from byllm_distill.store.record import Record
+        from byllm_distill.validators import registry as validators
+
+        record = Record(site=self.spec.site, fingerprint="", model="student", messages=[],
+                        args=args, latency_ms=0.0, schema=self.spec.response_format,
+                        output_raw=json.dumps(output, ensure_ascii=False), output=output)
+        return all(v.passed for v in validators.validate(record))
 
     def answer(self, args: dict[str, Any]) -> tuple[Any, float]:
-        """(parsed answer, latency in ms): JSON for typed sites, the text for `str` ones.
-
-        Raises `ValueError` when a typed answer does not parse (cut off at max_tokens)."""
+        """(decoded answer, latency in ms). Raises `ValueError` when the answer does not
+        decode (cut off at max_tokens)."""
         generation = self.generate(args)
-        output = (json.loads(generation.text) if self.spec.grammar_schema is not None
-                  else generation.text)
-        return output, generation.seconds * 1000.0
+        if generation.output is None:
+            raise ValueError(f"the student's answer does not decode: {generation.raw[:200]!r}")
+        return generation.output, generation.seconds * 1000.0
+
+
+def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
+    import llama_cpp
+
+    while samplers:
+        llama_cpp.llama_sampler_free(samplers.popitem()[1])
 
 
 def resolve_version(site: str, data_dir: Path, version: int | None = None) -> tuple[int, Path]:

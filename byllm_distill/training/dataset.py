@@ -4,21 +4,20 @@ Contract. `build_dataset(store, site, ...)` reads the site's successful records 
 whose every validator passed when `filtered`, the default) of one contract fingerprint (the
 newest, unless told), and makes one example per record:
 
-- prompt: `compact_prompt(site, args)`: the site key on one line, then the call's arguments
-  as canonical JSON (sorted keys, no spaces). The persona, instructions and schema prose
-  the teacher was sent never change for a site, so the student learns them instead of
-  reading them. The same function builds the student's prompt at inference, from
+- prompt and target: written by the site's codec (`codec.py`), mined from the training
+  records: the arguments as JSON without the key names that never change, and the answer
+  as compact value lists (or compact JSON, or text), leaving out fields copied from the
+  arguments. The codec goes into the manifest; serving reads and writes through it, so
+  inference sees the text training saw. The student's prompt at inference is built from
   `capture.args_json(mt_run)`, the very shape stored in `Record.args`.
 - chat messages: an empty system message (it stops chat templates such as SmolLM2's from
   inserting their default persona), the compact prompt as the user turn, and the target as
   the assistant turn.
-- target: the raw string for `str` answers, else compact JSON with keys in the order the
-  schema grammar forces at inference (`schema.target_text`).
 
-Examples are deduplicated on (prompt, target), keeping the oldest record. Each remaining
+Examples are deduplicated on (arguments, output), keeping the oldest record. Each remaining
 record goes to the held-out split when `sha256(f"{seed}:{record_id}")` falls below
 `holdout`, so a record's split never changes as records are added. A training example whose
-prompt also appears in the held-out split is dropped, so held-out scores never measure
+arguments also appear in the held-out split is dropped, so held-out scores never measure
 memorisation. The manifest lists the record ids of every split and of what was dropped,
 the options, counts, a content hash, and token statistics (teacher prompt through the base
 model's chat template versus the compact prompt). `Dataset.write(dir)` exports
@@ -42,21 +41,16 @@ from byllm_distill.serialize import dumps_canonical
 from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
-from byllm_distill.training.schema import collect_stats, response_schema, target_text
+from byllm_distill.training.codec import SiteCodec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SYSTEM_PROMPT = ""
 _SENTINEL = "\u2063BYLLM_DISTILL_PROMPT\u2063"
 
 
-def compact_prompt(site: str, args: dict[str, Any]) -> str:
-    """The student's prompt for one call: the site key, then the arguments as canonical JSON."""
-    return f"{site}\n{dumps_canonical(args)}"
-
-
-def compact_messages(site: str, args: dict[str, Any]) -> list[dict[str, str]]:
+def compact_messages(codec: SiteCodec, args: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": compact_prompt(site, args)}]
+            {"role": "user", "content": codec.prompt(args)}]
 
 
 @dataclass(frozen=True)
@@ -79,12 +73,9 @@ class Dataset:
     train: list[Example]
     heldout: list[Example]
     manifest: dict[str, Any]
+    codec: SiteCodec
     heldout_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     path: Path | None = None
-
-    @property
-    def schema(self) -> dict[str, Any] | None:
-        return response_schema(self.response_format)
 
     @property
     def content_sha256(self) -> str:
@@ -182,7 +173,7 @@ def _summary(values: list[int]) -> dict[str, float]:
             "max": max(values)}
 
 
-def token_stats(tokenizer: Any, site: str, records: list[Record],
+def token_stats(tokenizer: Any, codec: SiteCodec, records: list[Record],
                 examples: Iterable[Example]) -> dict[str, Any]:
     """Prompt tokens per example, teacher messages versus compact prompt, plus targets."""
     by_id = {r.id: r for r in records}
@@ -191,7 +182,7 @@ def token_stats(tokenizer: Any, site: str, records: list[Record],
         record = by_id[example.record_id]
         before.append(count_tokens(tokenizer, render_prompt(tokenizer, record.messages or [])))
         after.append(count_tokens(tokenizer, render_prompt(
-            tokenizer, compact_messages(site, record.args))))
+            tokenizer, compact_messages(codec, record.args))))
         target.append(count_tokens(tokenizer, example.target) + 1)
     schema_tokens = 0
     if records and records[-1].schema:
@@ -245,41 +236,39 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
     fingerprint = fingerprint or records[-1].fingerprint
     current = [r for r in records if r.fingerprint == fingerprint]
     response_format = current[-1].schema
-    schema = response_schema(response_format)
 
-    kept: dict[tuple[str, str], Example] = {}
+    kept: dict[tuple[str, str], Record] = {}
     duplicates, no_output = [], []
     for record in current:
         if record.output is None and record.output_raw is None:
             no_output.append(record.id)
             continue
-        output = record.output if record.output is not None else record.output_raw
-        example = Example(record.id, compact_prompt(site, record.args),
-                          target_text(output, schema))
-        key = (example.prompt, example.target)
+        key = (dumps_canonical(record.args), dumps_canonical(_answer(record)))
         if key in kept:
             duplicates.append(record.id)
         else:
-            kept[key] = example
-    heldout = [e for e in kept.values() if split_of(e.record_id, seed, holdout) == "heldout"]
-    heldout_prompts = {e.prompt for e in heldout}
-    train, overlap = [], []
-    for example in kept.values():
-        if split_of(example.record_id, seed, holdout) == "heldout":
+            kept[key] = record
+    held = [r for r in kept.values() if split_of(r.id, seed, holdout) == "heldout"]
+    held_args = {dumps_canonical(r.args) for r in held}
+    taught, overlap = [], []
+    for record in kept.values():
+        if split_of(record.id, seed, holdout) == "heldout":
             continue
-        if example.prompt in heldout_prompts:
-            overlap.append(example.record_id)
+        if dumps_canonical(record.args) in held_args:
+            overlap.append(record.id)
         else:
-            train.append(example)
-
-    stats: dict[str, dict[str, Any]] = {}
-    by_id = {r.id: r for r in current}
-    for example in train:
-        record = by_id[example.record_id]
-        collect_stats(record.output, schema, stats)
+            taught.append(record)
+    if not taught:
+        raise TrainingError(f"all {len(kept)} usable records of {site!r} fell in the held-out "
+                            "split; capture more calls or lower --holdout.")
+    codec = SiteCodec.mine([r.args for r in taught], [_answer(r) for r in taught],
+                           response_format)
+    train = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in taught]
+    heldout = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in held]
     content = hashlib.sha256(dumps_canonical(
         {"train": [[e.prompt, e.target] for e in train],
-         "heldout": [[e.prompt, e.target] for e in heldout]}).encode()).hexdigest()
+         "heldout": [[e.prompt, e.target] for e in heldout],
+         "codec": codec.to_dict()}).encode()).hexdigest()
     if tokenizer is None:
         from byllm_distill.training.base_model import load_tokenizer, resolve_base
 
@@ -292,9 +281,11 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         "created_at": utc_now(),
         "options": {"filtered": filtered, "holdout": holdout, "seed": seed,
                     "fingerprint": fingerprint},
-        "prompt": {"compact": "site key, newline, canonical JSON of the arguments",
+        "prompt": {"compact": "the arguments as JSON, fixed key sets elided (codec.py)",
                    "system": SYSTEM_PROMPT},
-        "target": "raw string" if schema is None else "compact JSON, keys in grammar order",
+        "target": {"text": "raw string", "json": "compact JSON, keys in grammar order",
+                   "tuple": "value lists in schema order, copied fields left out"}[codec.mode],
+        "codec": codec.to_dict(),
         "counts": {"records": len(records), "other_fingerprints": len(records) - len(current),
                    "no_output": len(no_output), "duplicates": len(duplicates),
                    "overlap_dropped": len(overlap), "train": len(train),
@@ -304,16 +295,19 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
                        "duplicates": duplicates, "overlap_dropped": overlap,
                        "no_output": no_output},
         "content_sha256": content,
-        "tokens": token_stats(tokenizer, site, current, [*train, *heldout]),
+        "tokens": token_stats(tokenizer, codec, current, [*train, *heldout]),
         "response_format": response_format,
-        "output_stats": stats,
         "library_versions": _library_versions(),
     }
-    dataset = Dataset(site, fingerprint, response_format, train, heldout, manifest,
-                      heldout_args={e.record_id: by_id[e.record_id].args for e in heldout})
+    dataset = Dataset(site, fingerprint, response_format, train, heldout, manifest, codec,
+                      heldout_args={r.id: r.args for r in held})
     if out_dir is not None:
         dataset.write(out_dir)
     return dataset
+
+
+def _answer(record: Record) -> Any:
+    return record.output if record.output is not None else record.output_raw
 
 
 def load_dataset(folder: Path) -> Dataset:
@@ -331,11 +325,12 @@ def load_dataset(folder: Path) -> Dataset:
             rows = [json.loads(line)["messages"] for line in lines]
             splits[name] = [Example(rid, m[1]["content"], m[2]["content"])
                             for rid, m in zip(ids, rows, strict=True)]
+        codec = SiteCodec.from_dict(manifest.get("codec"))
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise TrainingError(f"{folder} is not a complete dataset ({exc}); rebuild it with "
                             "`byllm-distill dataset build SITE`.") from exc
     return Dataset(manifest["site"], manifest["fingerprint"], manifest.get("response_format"),
-                   splits["train"], splits["heldout"], manifest, path=folder)
+                   splits["train"], splits["heldout"], manifest, codec, path=folder)
 
 
 def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:

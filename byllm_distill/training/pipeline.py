@@ -8,9 +8,11 @@ The converter is checked before training starts, so a missing setup step fails i
 not after the training run.
 
 The manifest's `serving` section is everything the runtime needs: the prompt format the
-tokenizer produced, the bounded schema for the grammar (limits from the training outputs,
-see schema.py), `max_tokens` (2 × the longest training answer + 64, or less when the
-bounded schema admits nothing longer), `n_ctx` and the sampling defaults.
+tokenizer produced, the site's codec (prompt and answer forms, and the limits the per-call
+grammar applies, see codec.py), the response format (for the validators that check each
+answer), `max_tokens` (2 × the longest training answer + 64, or less when a JSON-mode
+bounded schema admits nothing longer), `n_ctx`, the sampling defaults and the number of
+validator-checked attempts per call.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from byllm_distill.training.export import (
     converter_ready,
     export_gguf,
 )
-from byllm_distill.training.schema import bounded_schema, max_json_chars
+from byllm_distill.training.schema import max_json_chars
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
 
 DEFAULT_MAX_TOKENS = 1024
@@ -43,6 +45,9 @@ DEFAULT_MAX_TOKENS = 1024
 # teacher's variety. Per-call overrides: `Engine.generate(args, temperature=...)`.
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_TOP_P = 0.95
+# An answer a validator rejects is drawn again up to this many times in all before the
+# router falls back to the teacher; sampling makes the draws differ.
+DEFAULT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -58,20 +63,20 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
     target_max = int(tokens["target"]["max"])
     prompt_max = int(tokens["compact_prompt"]["max"])
     max_tokens = 2 * target_max + 64 if target_max else DEFAULT_MAX_TOKENS
-    schema = dataset.schema
-    grammar_schema = None
-    if schema is not None:
-        grammar_schema = bounded_schema(schema, dataset.manifest["output_stats"])
+    codec = dataset.codec
+    if codec.mode == "json" and codec.schema is not None:
         # Every token adds at least one character, so an answer the grammar bounds below
         # max_tokens always completes; the cap keeps a looping student cheap.
-        max_tokens = min(max_tokens, max_json_chars(grammar_schema) + 1)
+        max_tokens = min(max_tokens, max_json_chars(codec.schema) + 1)
     return {
         "prompt_format": fmt,
-        "grammar_schema": grammar_schema,
+        "codec": codec.to_dict(),
+        "response_format": dataset.response_format,
         "max_tokens": max_tokens,
         "n_ctx": max(2048, 256 * math.ceil((2 * prompt_max + max_tokens) / 256)),
         "temperature": DEFAULT_TEMPERATURE,
         "top_p": DEFAULT_TOP_P,
+        "attempts": DEFAULT_ATTEMPTS,
     }
 
 

@@ -1,0 +1,427 @@
+"""A site's codec: the compact text a student reads and writes, and the way back.
+
+Contract. `SiteCodec.mine(site, args, outputs, response_format)` learns a codec from the
+training records of one call site (arguments and teacher outputs, never held-out ones);
+`to_dict()` / `from_dict()` store it in a version's manifest, so serving uses exactly the
+codec training used.
+
+- Prompt (`prompt(args)`): the arguments as JSON with the keys of fixed-shape objects
+  dropped. Where every training record has the same key set at a place in the arguments
+  (for example a Jac `obj`), the object is written as the list of its values in sorted-key
+  order; anything else stays a canonical JSON object, so an unexpected shape is still
+  readable. Key names never change for a site, so the student learns them instead of
+  reading them; the site key is not written either (one student serves one site).
+- Target, three modes. `text` for `str` sites: the answer as is. `tuple` when the output
+  schema is made of fixed-shape objects (every property required), arrays and scalars:
+  objects are written as lists of their values in schema order, and a top-level field
+  that equalled an argument in every training record (a `Map` that repeats its input
+  `level`) is left out and copied back from the arguments on decode. Fields of a fixed
+  size come before arrays (`field_order`), so a left-to-right writer places the one-off
+  things (a `Map`'s spawn) before the many (its enemies, which must keep away from the
+  spawn). `json` for any other
+  schema (unions, optional fields, free-form objects): compact JSON in grammar key order.
+- Constraints (tuple mode), for the per-call grammar in `grammar.py`. Mined from the
+  training outputs where at least `MIN_EVIDENCE` records agree: an array whose length
+  tracked an integer argument (`len(enemies) == level.num_enemies`, or within a small band)
+  gets that length from the live call's argument; an integer whose values never exceeded
+  an integer argument (`x <= level.width`) gets that bound. Every other array and string
+  gets a length limit from the longest seen, and integers the range rules of `schema.py`,
+  so generation always terminates.
+
+`decode(text, args)` turns a student's text back into the site's JSON answer (keys in
+schema order), or raises `ValueError` when the text does not have the codec's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from byllm_distill.serialize import dumps_canonical
+from byllm_distill.training.schema import (
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_MAX_LENGTH,
+    bounded_schema,
+    collect_stats,
+    response_schema,
+    target_text,
+)
+
+CODEC_VERSION = 2
+# Fewer records than this cannot establish a pattern; constraints are left out.
+MIN_EVIDENCE = 5
+# An array length may follow an argument within a band this wide (e.g. walls ±1).
+MAX_LENGTH_BAND = 2
+SCALARS = ("string", "integer", "number", "boolean", "null")
+
+
+class UnsupportedSchema(ValueError):
+    """The output schema has a part the tuple form cannot express; use JSON mode."""
+
+
+def join_path(path: str, part: str) -> str:
+    return f"{path}/{part}" if path else part
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every `$ref` replaced by its target and only the keys a codec needs;
+    raises `UnsupportedSchema` for unions, optional fields, free-form or recursive parts."""
+    return _inline(schema, schema, ())
+
+
+def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        if ref in refs or not ref.startswith("#/"):
+            raise UnsupportedSchema(f"recursive or external reference {ref}")
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        if not isinstance(target, dict):
+            raise UnsupportedSchema(f"unresolvable reference {ref}")
+        return _inline(target, root, (*refs, ref))
+    if any(key in node for key in ("anyOf", "oneOf", "allOf")):
+        raise UnsupportedSchema("a union type")
+    if "const" in node:
+        return {"enum": [node["const"]]}
+    if isinstance(node.get("enum"), list):
+        return {"enum": list(node["enum"])}
+    kind = node.get("type")
+    if kind == "object":
+        props = node.get("properties")
+        if not isinstance(props, dict) or not props:
+            raise UnsupportedSchema("an object without declared properties")
+        if set(node.get("required", [])) != set(props):
+            raise UnsupportedSchema("an object with optional properties")
+        return {"type": "object",
+                "properties": {k: _inline(v, root, refs) for k, v in props.items()}}
+    if kind == "array":
+        items = node.get("items")
+        if not isinstance(items, dict):
+            raise UnsupportedSchema("an array without an item schema")
+        out = {"type": "array", "items": _inline(items, root, refs)}
+        out.update({k: node[k] for k in ("minItems", "maxItems") if k in node})
+        return out
+    if kind in SCALARS:
+        return {"type": kind, **{k: node[k] for k in ("minimum", "maximum", "maxLength")
+                                 if k in node}}
+    raise UnsupportedSchema(f"type {kind!r}")
+
+
+def field_order(node: dict[str, Any]) -> list[str]:
+    """The order a tuple lists an object's fields: fixed-size fields, then arrays, each
+    in schema order."""
+    props = node["properties"]
+    return ([k for k, sub in props.items() if sub.get("type") != "array"]
+            + [k for k, sub in props.items() if sub.get("type") == "array"])
+
+
+def walk_schema(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every (path, node) of an inlined schema; array items are the part `*`."""
+    out = [(path, node)]
+    if node.get("type") == "object":
+        for key, sub in node["properties"].items():
+            out += walk_schema(sub, join_path(path, key))
+    elif node.get("type") == "array":
+        out += walk_schema(node["items"], join_path(path, "*"))
+    return out
+
+
+def values_at(value: Any, path: str) -> list[Any]:
+    """The values found at `path` in a JSON value (`*` fans out over list items)."""
+    found = [value]
+    for part in path.split("/") if path else []:
+        nxt = []
+        for item in found:
+            if part == "*" and isinstance(item, list):
+                nxt.extend(item)
+            elif isinstance(item, dict) and part in item:
+                nxt.append(item[part])
+        found = nxt
+    return found
+
+
+def arg_value(args: dict[str, Any], path: str) -> Any:
+    """The argument at a `/`-separated path of object keys, or None."""
+    value: Any = args
+    for part in path.split("/"):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _object_paths(value: Any, path: str = "", out: dict[str, list[Any]] | None = None
+                  ) -> dict[str, list[Any]]:
+    """Every object in `value` by path (`*` for list items), e.g. for key-set mining."""
+    out = {} if out is None else out
+    if isinstance(value, dict):
+        out.setdefault(path, []).append(value)
+        for key, item in value.items():
+            _object_paths(item, join_path(path, key), out)
+    elif isinstance(value, list):
+        for item in value:
+            _object_paths(item, join_path(path, "*"), out)
+    return out
+
+
+def _arg_leaves(args: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Values reachable through object keys only (no list items), by path."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        here = join_path(path, key)
+        out[here] = value
+        if isinstance(value, dict):
+            out.update(_arg_leaves(value, here))
+    return out
+
+
+@dataclass
+class SiteCodec:
+    mode: str  # "tuple", "json" or "text"
+    arg_tuples: dict[str, list[str]] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None  # tuple: inlined; json: the bounded schema
+    copies: dict[str, str] = field(default_factory=dict)
+    lengths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_items: dict[str, int] = field(default_factory=dict)
+    max_length: dict[str, int] = field(default_factory=dict)
+    version: int = CODEC_VERSION
+
+    # Prompt ------------------------------------------------------------------------------
+
+    def prompt(self, args: dict[str, Any]) -> str:
+        return dumps_canonical(self._encode_args(args, ""))
+
+    def _encode_args(self, value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            keys = self.arg_tuples.get(path)
+            if keys is not None and sorted(value) == keys:
+                return [self._encode_args(value[k], join_path(path, k)) for k in keys]
+            return {k: self._encode_args(v, join_path(path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._encode_args(v, join_path(path, "*")) for v in value]
+        return value
+
+    # Target ------------------------------------------------------------------------------
+
+    def encode(self, output: Any) -> str:
+        """The training target for one teacher output."""
+        if self.mode == "text":
+            return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+        if self.mode == "json":
+            return target_text(output, self.schema)
+        return json.dumps(self._encode(output, self.schema, ""), separators=(",", ":"),
+                          ensure_ascii=False)
+
+    def _encode(self, value: Any, node: dict[str, Any], path: str) -> Any:
+        if node.get("type") == "object":
+            return [self._encode(value[k], node["properties"][k], join_path(path, k))
+                    for k in field_order(node) if path or k not in self.copies]
+        if node.get("type") == "array":
+            return [self._encode(v, node["items"], join_path(path, "*")) for v in value]
+        return value
+
+    def decode(self, text: str, args: dict[str, Any]) -> Any:
+        """The site's answer (JSON value) from a student's text; `ValueError` if malformed."""
+        if self.mode == "text":
+            return text
+        value = json.loads(text)
+        if self.mode == "json":
+            return value
+        try:
+            return self._decode(value, self.schema, "", args)
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"the student's answer does not fit the site's shape: {exc}") \
+                from exc
+
+    def _decode(self, value: Any, node: dict[str, Any], path: str, args: dict[str, Any]) -> Any:
+        if node.get("type") == "object":
+            props = node["properties"]
+            own = [k for k in field_order(node) if path or k not in self.copies]
+            if not isinstance(value, list) or len(value) != len(own):
+                raise TypeError(f"{path or 'the answer'} needs {len(own)} values")
+            given = dict(zip(own, value, strict=True))
+            return {k: (self._decode(given[k], sub, join_path(path, k), args) if k in given
+                        else arg_value(args, self.copies[k]))
+                    for k, sub in props.items()}
+        if node.get("type") == "array":
+            if not isinstance(value, list):
+                raise TypeError(f"{path} needs a list")
+            return [self._decode(v, node["items"], join_path(path, "*"), args) for v in value]
+        return value
+
+    # Per-call limits (tuple mode) --------------------------------------------------------
+
+    def length_range(self, path: str, args: dict[str, Any]) -> tuple[int, int]:
+        """(min, max) items of the array at `path` for a call with `args`."""
+        link = self.lengths.get(path)
+        if link is not None:
+            base = arg_value(args, link["arg"])
+            if _is_int(base):
+                return max(0, base + link["min"]), max(0, base + link["max"])
+        return 0, self.max_items.get(path, DEFAULT_MAX_ITEMS)
+
+    def int_range(self, path: str, args: dict[str, Any]) -> tuple[int | None, int | None]:
+        """(min, max) of the integer at `path` for a call with `args`; None is unbounded."""
+        rule = self.ints.get(path)
+        if rule is None:
+            return None, None
+        high = rule.get("max")
+        if "arg" in rule:
+            base = arg_value(args, rule["arg"])
+            high = base + rule["offset"] if _is_int(base) else rule.get("fallback_max")
+        low = rule.get("min")
+        if low is not None and high is not None and high < low:
+            high = low
+        return low, high
+
+    # Storage -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "mode": self.mode, "arg_tuples": self.arg_tuples,
+                "schema": self.schema, "copies": self.copies, "lengths": self.lengths,
+                "ints": self.ints, "max_items": self.max_items, "max_length": self.max_length}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SiteCodec:
+        found = data.get("version") if isinstance(data, dict) else None
+        if found != CODEC_VERSION:
+            raise ValueError(f"codec version {found} is not {CODEC_VERSION}")
+        return cls(mode=data["mode"], arg_tuples=data["arg_tuples"], schema=data["schema"],
+                   copies=data["copies"], lengths=data["lengths"], ints=data["ints"],
+                   max_items={k: int(v) for k, v in data["max_items"].items()},
+                   max_length={k: int(v) for k, v in data["max_length"].items()})
+
+    # Mining ------------------------------------------------------------------------------
+
+    @classmethod
+    def mine(cls, args: list[dict[str, Any]], outputs: list[Any],
+             response_format: dict[str, Any] | None) -> SiteCodec:
+        """The codec of a site from its training records' arguments and outputs."""
+        arg_tuples = _mine_arg_tuples(args)
+        schema = response_schema(response_format)
+        if schema is None and all(isinstance(o, str) for o in outputs):
+            return cls("text", arg_tuples)
+        if schema is None:
+            return cls("json", arg_tuples)
+        try:
+            inlined = inline_schema(schema)
+        except UnsupportedSchema:
+            stats: dict[str, dict[str, Any]] = {}
+            for output in outputs:
+                collect_stats(output, schema, stats)
+            return cls("json", arg_tuples, schema=bounded_schema(schema, stats))
+        codec = cls("tuple", arg_tuples, schema=inlined)
+        codec._mine_constraints(args, outputs)
+        return codec
+
+    def _mine_constraints(self, args: list[dict[str, Any]], outputs: list[Any]) -> None:
+        schema = self.schema or {}
+        leaves = [_arg_leaves(a) for a in args]
+        enough = len(outputs) >= MIN_EVIDENCE
+        if enough and schema.get("type") == "object":
+            for key in schema["properties"]:
+                source = _copied_from(key, [o.get(key) for o in outputs], leaves)
+                if source is not None:
+                    self.copies[key] = source
+        int_args = sorted(p for p in (set.intersection(*(set(lv) for lv in leaves))
+                                      if leaves else set())
+                          if all(_is_int(lv[p]) for lv in leaves))
+        for path, node in walk_schema(schema):
+            top = path.split("/", 1)[0]
+            if top in self.copies:
+                continue
+            per_record = [values_at(o, path) for o in outputs]
+            kind = node.get("type")
+            if kind == "array":
+                lengths = [len(v) for found in per_record for v in found if isinstance(v, list)]
+                longest = max(lengths, default=None)
+                self.max_items[path] = int(node.get("maxItems") or (
+                    DEFAULT_MAX_ITEMS if longest is None
+                    else max(longest + 2, math.ceil(longest * 1.5))))
+                if enough and "*" not in path:
+                    link = _length_link([len(f[0]) if f else None for f in per_record],
+                                        leaves, int_args)
+                    if link is not None:
+                        self.lengths[path] = link
+            elif kind == "string":
+                longest = max((len(v) for found in per_record for v in found
+                               if isinstance(v, str)), default=None)
+                self.max_length[path] = int(node.get("maxLength") or (
+                    DEFAULT_MAX_LENGTH if longest is None else max(2 * longest, 16)))
+            elif kind == "integer":
+                self.ints[path] = _int_rule(node, per_record, leaves, int_args, enough)
+
+
+def _mine_arg_tuples(args: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Places in the arguments where every record has objects of one key set."""
+    seen: dict[str, set[tuple[str, ...]]] = {}
+    for a in args:
+        for path, objects in _object_paths(a).items():
+            seen.setdefault(path, set()).update(tuple(sorted(o)) for o in objects)
+    return {path: list(next(iter(keys))) for path, keys in sorted(seen.items())
+            if len(keys) == 1 and next(iter(keys))}
+
+
+def _copied_from(key: str, values: list[Any], leaves: list[dict[str, Any]]) -> str | None:
+    """The argument path whose value equalled output[`key`] in every record, if any."""
+    common = set.intersection(*(set(lv) for lv in leaves)) if leaves else set()
+    matches = sorted(p for p in common
+                     if all(lv[p] == v for lv, v in zip(leaves, values, strict=True)))
+    if not matches:
+        return None
+    named = [p for p in matches if p.split("/")[-1] == key]
+    return (named or matches)[0]
+
+
+def _length_link(lengths: list[int | None], leaves: list[dict[str, Any]],
+                 int_args: list[str]) -> dict[str, Any] | None:
+    """The integer argument an array's length followed most tightly, within the band."""
+    if any(n is None for n in lengths):
+        return None
+    best: tuple[int, int, str] | None = None
+    for path in int_args:
+        diffs = [n - lv[path] for n, lv in zip(lengths, leaves, strict=True)]
+        low, high = min(diffs), max(diffs)
+        if high - low <= MAX_LENGTH_BAND:
+            score = (high - low, abs(low) + abs(high), path)
+            best = score if best is None or score < best else best
+    if best is None:
+        return None
+    diffs = [n - lv[best[2]] for n, lv in zip(lengths, leaves, strict=True)]
+    return {"arg": best[2], "min": min(diffs), "max": max(diffs)}
+
+
+def _int_rule(node: dict[str, Any], per_record: list[list[Any]], leaves: list[dict[str, Any]],
+              int_args: list[str], enough: bool) -> dict[str, Any]:
+    """Bounds of one integer place: a declared range wins, then an argument it never
+    exceeded (tightest first), then the range rules of schema.py."""
+    values = [v for found in per_record for v in found if _is_int(v)]
+    rule: dict[str, Any] = {}
+    if values:
+        low, high = min(values), max(values)
+        rule["min"] = (low if enough and low >= 0 else 0 if low >= 0 else 2 * low)
+        rule["max"] = max(2 * high, 10)
+    if enough and values:
+        best: tuple[float, str, int] | None = None
+        for path in int_args:
+            slack = [lv[path] - max(v for v in found if _is_int(v))
+                     for found, lv in zip(per_record, leaves, strict=True)
+                     if any(_is_int(v) for v in found)]
+            if len(slack) >= MIN_EVIDENCE and min(slack) >= 0:
+                score = (sum(slack) / len(slack), path, min(slack))
+                best = score if best is None or score < best else best
+        if best is not None:
+            rule.update(arg=best[1], offset=-best[2], fallback_max=rule.pop("max"))
+    if "minimum" in node:
+        rule["min"] = node["minimum"]
+    if "maximum" in node:
+        rule = {"min": rule.get("min"), "max": node["maximum"]}
+    return rule
