@@ -7,22 +7,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def _leaves(value: Any, path: str = "") -> dict[str, Any]:
+def leaves(value: Any, path: str = "") -> dict[str, Any]:
+    """Every scalar (and empty container) of a JSON value by its `/`-joined path."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            out.update(_leaves(item, f"{path}/{key}"))
+            out.update(leaves(item, f"{path}/{key}"))
         return out or {path: {}}
     if isinstance(value, list):
         out = {}
         for index, item in enumerate(value):
-            out.update(_leaves(item, f"{path}/{index}"))
+            out.update(leaves(item, f"{path}/{index}"))
         return out or {path: []}
     return {path: value.strip() if isinstance(value, str) else value}
 
 
 def agreement(a: Any, b: Any) -> float:
-    left, right = _leaves(a), _leaves(b)
+    left, right = leaves(a), leaves(b)
     paths = left.keys() | right.keys()
     if not paths:
         return 1.0

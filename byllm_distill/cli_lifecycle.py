@@ -164,14 +164,20 @@ def register(main: click.Group) -> None:
                   default=Path(".byllm-distill-demo"), show_default=True,
                   help="The demo's own data folder (recreated on every run).")
     @click.option("--runs", default=40, show_default=True, help="Corpus runs (5 levels each).")
-    @click.option("--steps", default=120, show_default=True, help="LoRA training steps.")
+    @click.option("--steps", type=int,
+                  help="LoRA training steps (default: 2 epochs, at most 800).")
+    @click.option("--shadow-runs", default=4, show_default=True,
+                  help="Runs in shadow mode before the gate decides.")
+    @click.option("--serve-runs", default=2, show_default=True, help="Runs served afterwards.")
     @click.option("--seed", default=0, show_default=True)
     @friendly_errors
-    def demo(home: Path, runs: int, steps: int, seed: int) -> None:
+    def demo(home: Path, runs: int, steps: int | None, shadow_runs: int, serve_runs: int,
+             seed: int) -> None:
         """Run the whole loop offline: capture, train, shadow, gate, serve, compare."""
         from byllm_distill.demo import DemoOptions, run_demo
 
-        run_demo(DemoOptions(home=home, runs=runs, steps=steps, seed=seed), say=click.echo)
+        run_demo(DemoOptions(home=home, runs=runs, steps=steps, shadow_runs=shadow_runs,
+                             serve_runs=serve_runs, seed=seed), say=click.echo)
 
 
 def _summary(details: dict[str, Any]) -> str:

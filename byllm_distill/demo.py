@@ -5,7 +5,10 @@
    SmolLM2-135M), exports a GGUF, scores it on held-out inputs, activates it in shadow.
 3. Shadow: more runs; the student answers alongside the teacher and the gate decides.
 4. Serve: more runs; if the gate passed, map calls are served by the student (with
-   teacher fallback on any invalid answer), else they stay with the teacher.
+   teacher fallback on any invalid answer). If the gate refused, the demo says so and pins
+   the version for this step only (what `byllm-distill pin` does), so the serving path
+   and its fallback still run and are measured; the pin is removed afterwards, leaving the
+   gate's decision in force.
 5. Before/after summary: latency, validity, cost (and what the same calls would cost on a
    hosted model, estimated from their size and litellm's price table).
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.errors import DistillError
 from byllm_distill.store import Record, RecordFilter, Store
 
 MARKER = ".byllm-distill-demo"
@@ -33,8 +37,8 @@ class DemoOptions:
     home: Path
     runs: int = 40
     levels_per_run: int = 5
-    steps: int = 120
-    shadow_runs: int = 2
+    steps: int | None = None  # None: the trainer's default budget
+    shadow_runs: int = 4
     serve_runs: int = 2
     seed: int = 0
 
@@ -88,7 +92,10 @@ def summarize(records: list[Record]) -> dict[str, Any]:
 def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     _fresh_home(options.home)
     os.environ["BYLLM_DISTILL_HOME"] = str(options.home.resolve())
-    os.environ.setdefault("BYLLM_DISTILL_TRAIN_STEPS", str(options.steps))
+    if options.steps is not None:
+        os.environ["BYLLM_DISTILL_TRAIN_STEPS"] = str(options.steps)
+    # The demo trains right after its corpus, however small a corpus it was asked for.
+    os.environ["BYLLM_DISTILL_RETRAIN_AFTER"] = "1"
     os.environ.pop("BYLLM_DISTILL_TEACHER", None)  # the demo is offline by definition
     import byllm_distill
     from byllm_distill import capture, router
@@ -96,6 +103,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready
     from byllm_distill.registry import SiteRegistry
     from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program, play_runs
+    from byllm_distill.store.events import log_event
 
     router.reset_router()
     capture.reset_capture()
@@ -108,14 +116,15 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     for line in corpus.lines():
         say("      " + line)
 
-    say(f"[2/5] Train: the worker trains {MAP_SITE} ({config.train_steps} LoRA steps on the "
-        "embedded SmolLM2-135M), exports a GGUF and scores it on held-out inputs")
+    budget = (f"{config.train_steps} LoRA steps" if config.train_steps
+              else "LoRA, default budget: 2 epochs, at most 800 steps")
+    say(f"[2/5] Train: the worker trains {MAP_SITE} ({budget} on the embedded "
+        "SmolLM2-135M), exports a GGUF and scores it on held-out inputs")
     # The demo trains the map site only; the level site's job stays queued for later.
     result = Worker(config, store).step(site=MAP_SITE)
     report = result if isinstance(result, JobReport) else None
     if report is None or report.error:
-        say(f"      training did not complete: {report.error if report else result}")
-        return {"trained": False}
+        raise DistillError(f"training did not complete: {report.error if report else result}")
     held = report.heldout
     say(f"      version {report.version}: held-out {held.passes}/{held.n} maps pass every "
         f"validator (Wilson lower bound {held.lower_bound:.2f}); now in shadow mode")
@@ -135,7 +144,20 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     say(f"      {MAP_SITE} is now in {state.mode} mode")
 
     say(f"[4/5] Serve: {options.serve_runs} runs")
-    before = _play_and_collect(store, program, options, MAP_SITE)
+    pinned = state.mode != "student"
+    if pinned:
+        say(f"      the gate kept the teacher; to show the serving path anyway, the demo pins "
+            f"version {report.version} for this step (`byllm-distill pin {MAP_SITE} "
+            f"{report.version}`): invalid answers fall back to the teacher in the same call")
+        registry.update(pinned=str(report.version))
+        log_event(store, MAP_SITE, "pinned", report.version, to=str(report.version),
+                  by="demo")
+    try:
+        before = _play_and_collect(store, program, options, MAP_SITE)
+    finally:
+        if pinned:
+            registry.update(pinned=None)
+            log_event(store, MAP_SITE, "unpinned", by="demo")
     served = [r for r in before if r.source == "student"]
     fallbacks = [r for r in served if r.valid is False]
     say(f"      {len(served) - len(fallbacks)} map calls answered by the student, "
@@ -157,9 +179,14 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     if hosted is not None:
         say(f"      the same map calls on {HOSTED_REFERENCE} would cost ≈ ${hosted:.2f} per "
             "1,000 (size-based estimate)")
-    say(f"      data: {options.home}  (try `byllm-distill status`, `history {MAP_SITE}`)")
+    if pinned:
+        say(f"      the pin is removed again: {MAP_SITE} stays in {registry.state().mode} mode "
+            "until a version passes the gate")
+    say(f"      data: {options.home}  (try `BYLLM_DISTILL_HOME={options.home} byllm-distill "
+        f"status`, `history {MAP_SITE}`)")
     return {"trained": True, "version": report.version, "mode": state.mode,
-            "teacher": t, "student": s, "served": len(served) - len(fallbacks)}
+            "teacher": t, "student": s, "served": len(served) - len(fallbacks),
+            "fallbacks": len(fallbacks), "pinned_for_serving": pinned}
 
 
 def _pct(value: float | None) -> str:

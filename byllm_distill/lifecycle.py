@@ -71,7 +71,8 @@ def evaluate_heldout(store: Store, site: str, version: Version,
 
 
 def promote_if_ready(store: Store, config: DistillConfig, site: str) -> GateResult | None:
-    """Promote the site's shadow version if the gate passes; log the decision either way."""
+    """Promote the site's shadow version if the gate passes; log the decision either way
+    (`promoted` or `gate_refused`, with the gate's numbers)."""
     registry = SiteRegistry(config.data_dir, site)
     state = registry.state()
     if state.mode != "shadow" or state.active is None or state.pinned is not None:
@@ -79,7 +80,8 @@ def promote_if_ready(store: Store, config: DistillConfig, site: str) -> GateResu
     result = promotion_gate(store, site, state.active, config.site(site))
     if result.passed:
         registry.update(mode="student")
-        log_event(store, site, "promoted", state.active, **result.to_dict())
+    log_event(store, site, "promoted" if result.passed else "gate_refused", state.active,
+              **result.to_dict())
     return result
 
 

@@ -146,20 +146,7 @@ class SiteRegistry:
     def verify(self, number: int) -> Version:
         """The version, after checking each listed file's size and sha256."""
         version = self._load(number)
-        files = version.manifest.get("files")
-        if not isinstance(files, dict) or not files:
-            raise ArtifactError(f"{version.path / 'manifest.json'} lists no files; retrain "
-                                f"with `byllm-distill train {self.site}`.")
-        for rel, info in files.items():
-            path = version.path / rel
-            if not path.is_file():
-                raise ArtifactError(f"{path} is missing; retrain with "
-                                    f"`byllm-distill train {self.site}` or roll back.")
-            if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get(
-                    "sha256"):
-                raise ArtifactError(f"{path} does not match its manifest (changed or corrupt);"
-                                    f" retrain with `byllm-distill train {self.site}` or roll "
-                                    "back.")
+        verify_files(self.site, version.path, version.manifest)
         return version
 
     # -- state -------------------------------------------------------------------------
@@ -227,3 +214,27 @@ class SiteRegistry:
             return self.update(active=candidate, previous=previous, mode="student",
                                fingerprint=version.manifest.get("fingerprint"))
         return self.update(active=None, previous=[], mode="teacher", fingerprint=None)
+
+
+def verify_files(site: str, folder: Path, manifest: dict[str, Any] | None = None) -> None:
+    """Check each file a version's manifest lists (size and sha256) before anything loads;
+    `ArtifactError` names the first file that is missing or differs, and the fix."""
+    folder = Path(folder)
+    if manifest is None:
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{folder / 'manifest.json'} cannot be read ({exc}); retrain "
+                                f"with `byllm-distill train {site}`.") from exc
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{folder / 'manifest.json'} lists no files; retrain with "
+                            f"`byllm-distill train {site}`.")
+    fix = f"retrain with `byllm-distill train {site}` or roll back"
+    for rel, info in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing; {fix}.")
+        if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
+            raise ArtifactError(f"{path} does not match its manifest (changed or corrupt); "
+                                f"{fix}.")

@@ -73,7 +73,10 @@ def test_version_folder_is_complete_and_traceable(trained) -> None:
     assert manifest["export"]["bytes"] == (folder / "model.gguf").stat().st_size
     assert {"torch", "transformers", "peft", "llama-cpp-python"} <= set(
         manifest["library_versions"])
-    assert manifest["serving"]["grammar_schema"]["properties"]["walls"]["maxItems"] >= 2
+    codec = manifest["serving"]["codec"]
+    assert codec["mode"] == "tuple" and codec["copies"] == {"level": "level"}
+    assert codec["lengths"]["enemies"]["arg"] == "level/num_enemies"
+    assert manifest["serving"]["attempts"] >= 1
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(trained, base) -> None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from byllm_distill.registry import ArtifactError, SiteRegistry, sha256_file
+from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.training.codec import SiteCodec
 from byllm_distill.training.grammar import call_grammar
 
@@ -118,23 +118,6 @@ class StudentSpec:
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path} lacks a serving section this version of byllm-distill "
                                 f"reads ({exc}); {fix}.") from exc
-
-
-def verify_files(site: str, folder: Path) -> None:
-    """Check each file the manifest lists (size and sha256) before anything is loaded."""
-    folder = Path(folder)
-    fix = f"retrain with `byllm-distill train {site}` or roll back"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ArtifactError(f"{folder / 'manifest.json'} lists no files; {fix}.")
-    for rel, info in files.items():
-        path = folder / rel
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing; {fix}.")
-        if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
-            raise ArtifactError(f"{path} does not match its manifest (changed or corrupt); "
-                                f"{fix}.")
 
 
 def _threads() -> int:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.agreement import leaves
 from byllm_distill.serialize import dumps_canonical
 from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.record import utc_now
@@ -333,23 +334,9 @@ def load_dataset(folder: Path) -> Dataset:
                    splits["train"], splits["heldout"], manifest, codec, path=folder)
 
 
-def _leaves(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_leaves(item, f"{prefix}.{key}"))
-        return out
-    if isinstance(value, list):
-        out = {f"{prefix}#len": len(value)}
-        for i, item in enumerate(value):
-            out.update(_leaves(item, f"{prefix}[{i}]"))
-        return out
-    return {prefix: value}
-
-
 def args_similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
     """0..1: shared leaves weighted by closeness (numbers by relative difference)."""
-    la, lb = _leaves(a), _leaves(b)
+    la, lb = leaves(a), leaves(b)
     keys = set(la) | set(lb)
     if not keys:
         return 1.0
