@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,12 @@ def _register_version(fingerprint: str, label: str = "a") -> int:
     return number
 
 
-def _install_router(students: dict[int, Any]) -> router_mod.Router:
+def _install_router(students: dict[int, Any], **site_settings: Any) -> router_mod.Router:
     capture = get_capture()
-    router = router_mod.Router(capture, capture.config,
+    config = capture.config
+    if site_settings:
+        config = replace(config, defaults=replace(config.defaults, **site_settings))
+    router = router_mod.Router(capture, config,
                                student_loader=lambda site, version: students[version.number])
     router_mod._router = router
     return router
@@ -255,7 +259,8 @@ def test_corrupt_artifact_is_refused_and_rolled_back(program: Any) -> None:
 
 def test_pins(program: Any) -> None:
     version = _register_version(_map_fingerprint(program))
-    _install_router({version: OfflineDesigner(model_name="pinned-student")})
+    # No sampled teacher checks (5% by default): they would add teacher records.
+    _install_router({version: OfflineDesigner(model_name="pinned-student")}, check_fraction=0.0)
     registry = SiteRegistry(load_config().data_dir, MAP_SITE)
     registry.update(pinned=str(version))
     program.create_next_map(_level(program))
