@@ -81,6 +81,10 @@ class DistillConfig:
     routing: bool = field(default=True, metadata={
         "help": "Serve sites from their promoted students (off: always the teacher).",
         "env": "BYLLM_DISTILL_ROUTING"})
+    exit_wait: float = field(default=30.0, metadata={
+        "help": "Seconds a program waits at exit for shadow samples and teacher checks "
+                "still running in the background; unfinished ones are given up and counted "
+                "as dropped (0: do not wait).", "env": "BYLLM_DISTILL_EXIT_WAIT"})
     retrain_after: int = field(default=50, metadata={
         "help": "A site is due for training when it has this many new valid teacher "
                 "records since its last version.", "env": "BYLLM_DISTILL_RETRAIN_AFTER"})
@@ -107,6 +111,8 @@ class DistillConfig:
             raise ConfigError(
                 f"store_url {self.store_url!r} is not a database URL; use e.g. "
                 "'sqlite:////abs/path/distill.db' or 'postgresql+psycopg://user@host/db'.")
+        if self.exit_wait < 0:
+            raise ConfigError(f"'exit_wait' must be 0 or more seconds, got {self.exit_wait!r}.")
         if self.retrain_after < 1:
             raise ConfigError(f"'retrain_after' must be at least 1, got {self.retrain_after}.")
         if self.quiet_hours is not None:

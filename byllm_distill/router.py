@@ -15,6 +15,12 @@ when `state.json` changes) and picks a route:
   sampled fraction of served calls is also answered by the teacher in the background for
   comparison. Live checks are evaluated periodically; below the bar, the site rolls back.
 
+Background work (shadow samples, teacher checks, rollback checks) runs on one daemon
+thread. At interpreter exit the router waits for it at most `exit_wait` seconds, then
+flushes capture itself, so what the background work recorded is written whatever order
+the exit handlers run in; work still unfinished is given up and counted as dropped (a
+logged reason, and in `byllm-distill status`). A program never waits longer than that.
+
 Contract: the router never changes what a teacher-routed call returns or raises, and any
 router failure (state unreadable, student unloadable) routes that call to the teacher
 with the reason logged. Routing needs capture on: student answers must be recorded.
@@ -22,13 +28,14 @@ with the reason logged. Routing needs capture on: student answers must be record
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from byllm_distill.background import Background
 from byllm_distill.capture import Capture
 from byllm_distill.config import DistillConfig
 from byllm_distill.errors import DistillError
@@ -38,6 +45,11 @@ from byllm_distill.sites import describe
 
 log = logging.getLogger("byllm_distill")
 LIVE_CHECK_EVERY = 10
+# Where a student runs native code, plus each loaded student's own module: where the
+# background thread is parked when exit gives up on it (see `_drain_at_exit`).
+STUDENT_CODE = ("byllm_distill.runtime", "llama_cpp")
+# How long exit waits, after giving up, for that thread to finish its current native step.
+PARK_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -75,9 +87,8 @@ class Router:
         self._warned: set[str] = set()
         self._served: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
-        self._background = ThreadPoolExecutor(max_workers=1,
-                                              thread_name_prefix="byllm-distill-router")
-        self._pending: list[Future[Any]] = []
+        self._background = Background("byllm-distill-router")
+        self._exit_hook_registered = False
         self._store_obj: Any = None
 
     # -- deciding ----------------------------------------------------------------------
@@ -206,8 +217,10 @@ class Router:
                                 type(exc).__name__, exc)
 
         with self._lock:
-            self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._background.submit(guarded))
+            if not self._exit_hook_registered:
+                atexit.register(self._drain_at_exit)
+                self._exit_hook_registered = True
+        self._background.submit(guarded)
 
     def _shadow_sample(self, route: Route, shadow_run: Any, teacher_result: Any) -> None:
         try:
@@ -306,14 +319,43 @@ class Router:
             self._warned.add(key)
         log.warning(message, *args)
 
-    def drain(self, timeout: float = 120.0) -> None:
-        """Wait for background shadow samples and checks (tests, demo, exit)."""
-        import concurrent.futures
-
-        with self._lock:
-            pending = list(self._pending)
-        concurrent.futures.wait(pending, timeout=timeout)
+    def drain(self, timeout: float = 120.0) -> int:
+        """Wait up to `timeout` seconds for background shadow samples and checks, then
+        flush capture; return how many are still unfinished (tests, demo, exit)."""
+        left = self._background.wait(timeout)
         self.capture.flush()
+        return left
+
+    def _drain_at_exit(self) -> None:
+        """Registered with `atexit` when the first background task is submitted.
+
+        Waits at most `exit_wait` seconds, then parks the background thread in student
+        code (see `Background.park`) so no decode step runs while the process tears down,
+        then writes what was recorded. Nothing here takes `self._lock`: a parked thread
+        may hold it (student loading happens under it)."""
+        wait = self.config.exit_wait
+        left = self._background.wait(wait)
+        if left:
+            students = list(self._students.values())
+            modules = STUDENT_CODE + tuple({type(s).__module__ for s in students})
+            if not self._background.park(modules, PARK_WAIT_S):
+                log.warning("byllm-distill: the background task did not stop within %g s "
+                            "of exit giving up on it (it is not in student code); exiting "
+                            "without it.", PARK_WAIT_S)
+            left = self._background.unfinished()
+        self.capture.flush()
+        if left:
+            self.capture.drops.add(
+                "unfinished at exit", left,
+                f"{left} background task(s) (shadow samples, teacher or rollback checks) not "
+                f"done after exit_wait = {wait:g} s; raise exit_wait "
+                "(BYLLM_DISTILL_EXIT_WAIT) to keep them")
+
+    def close(self, timeout: float = 120.0) -> int:
+        """Drain, and stop waiting for this router at exit (it is being replaced)."""
+        left = self.drain(timeout)
+        atexit.unregister(self._drain_at_exit)
+        return left
 
 
 _router: Router | None = None
@@ -336,5 +378,5 @@ def reset_router() -> None:
     global _router
     with _router_lock:
         if _router is not None:
-            _router.drain()
+            _router.close()
         _router = None

@@ -3,8 +3,9 @@
 The key is `module.qualname`, exactly as byLLM names the site in its MTIR map; for the
 program run as `__main__` the module is the main file's stem (`quests.make_npc`). The
 fingerprint hashes the contract: parameter names and annotations, the return type's JSON
-schema, the docstring and semstrings. A changed contract gives a new fingerprint, which
-marks students trained on the old one as stale.
+schema, the docstring and semstrings; types defined in the main program are named by its
+stem too, so running a program and importing it give the same fingerprint. A changed
+contract gives a new fingerprint, which marks students trained on the old one as stale.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import re
 import sys
 import weakref
 from dataclasses import dataclass
@@ -32,12 +34,9 @@ class CallSite:
 _cache: weakref.WeakKeyDictionary[Any, CallSite] = weakref.WeakKeyDictionary()
 
 
-def module_name(func: Any) -> str:
-    name = getattr(func, "__module__", None)
-    if not name:
-        return "__main__"
-    if name != "__main__":
-        return name
+def main_module_name() -> str:
+    """What the program run as `__main__` is called here: its file's stem (`quests` for
+    `jac run quests.jac`), the name byLLM gives it and the one it has when imported."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file:
         stem = Path(main_file).stem
@@ -47,16 +46,29 @@ def module_name(func: Any) -> str:
     return Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "__main__"
 
 
+def module_name(obj: Any) -> str:
+    name = getattr(obj, "__module__", None)
+    if not name:
+        return "__main__"
+    return main_module_name() if name == "__main__" else name
+
+
 def site_key(func: Any) -> str:
     return f"{module_name(func)}.{getattr(func, '__qualname__', repr(func))}"
 
 
 def _type_name(annotation: Any) -> str:
+    """A type as it appears in the contract. Types defined in the program run as `__main__`
+    are named by the main file's stem, as site keys are, so `jac run rpg.jac` and
+    `import rpg` give one fingerprint (`rpg.Map`, not `__main__.Map`)."""
     if annotation is inspect.Parameter.empty:
         return ""
     if isinstance(annotation, type):
-        return f"{annotation.__module__}.{annotation.__qualname__}"
-    return str(annotation)
+        return f"{module_name(annotation)}.{annotation.__qualname__}"
+    text = str(annotation)  # generics and unions: `list[__main__.Map]`, `__main__.Map | None`
+    if "__main__." in text:
+        text = re.sub(r"(?<![\w.])__main__\.", f"{main_module_name()}.", text)
+    return text
 
 
 def _semstrings(ir_info: Any) -> dict[str, Any]:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import FIXTURES, run_cli, run_jac
 
+import byllm_distill
+from byllm_distill import sites
 from byllm_distill.config import load_config
+from byllm_distill.rpg.corpus import PROGRAM_DIR, load_program
 from byllm_distill.store import RecordFilter, Store
 
 PROGRAM = FIXTURES / "capture_prog.jac"
@@ -64,6 +69,32 @@ def test_jac_program_one_record_per_call(distill_home: Path) -> None:
     again = {r.site: r.fingerprint for r in store.iter_records(RecordFilter(since="1h"))}
     assert again == {k: v.fingerprint for k, v in records.items()}
     assert store.count() == 6
+
+
+def test_running_and_importing_a_program_give_one_fingerprint(tmp_path: Path) -> None:
+    """`jac run rpg.jac` defines `__main__.Map`, `import rpg` defines `rpg.Map`: one site,
+    one contract. Else a student trained on imported calls is stale for the run program."""
+    program = load_program()
+    program.create_next_map(program.create_next_level([], 1, 16, 12))
+    byllm_distill.flush()
+    (tmp_path / "rpg.jac").write_text((PROGRAM_DIR / "rpg.jac").read_text())
+    result = run_jac(tmp_path / "rpg.jac", env={"RPG_LEVELS": "1"})
+    assert result.returncode == 0, result.stderr
+
+    fingerprints: dict[str, set[str]] = {}
+    for record in Store(load_config().database_url).iter_records():
+        fingerprints.setdefault(record.site, set()).add(record.fingerprint)
+    assert fingerprints.keys() == {"rpg.create_next_level", "rpg.create_next_map"}
+    assert all(len(found) == 1 for found in fingerprints.values()), fingerprints
+
+
+def test_main_program_types_are_named_by_its_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "/games/rpg.jac", raising=False)
+    game_map = type("Map", (), {"__module__": "__main__"})
+    assert sites._type_name(game_map) == "rpg.Map"
+    assert sites._type_name(list[game_map]) == "list[rpg.Map]"
+    assert sites._type_name(game_map | None) == "rpg.Map | None"
+    assert sites._type_name(dict[str, int]) == "dict[str, int]"  # unchanged: no main types
 
 
 def test_capture_off_by_env_records_nothing(distill_home: Path) -> None:

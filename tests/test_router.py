@@ -8,15 +8,24 @@ through the router's student loader as a trained GGUF would be.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES
 
 import byllm_distill
 from byllm_distill import router as router_mod
+from byllm_distill.background import Background
 from byllm_distill.capture import get_capture
 from byllm_distill.config import load_config
+from byllm_distill.drops import DropLog
 from byllm_distill.gate import wilson_lower
 from byllm_distill.registry import SiteRegistry, file_manifest
 from byllm_distill.rpg.corpus import MAP_SITE, load_program
@@ -57,9 +66,12 @@ def _register_version(fingerprint: str, label: str = "a") -> int:
     return number
 
 
-def _install_router(students: dict[int, Any]) -> router_mod.Router:
+def _install_router(students: dict[int, Any], **site_settings: Any) -> router_mod.Router:
     capture = get_capture()
-    router = router_mod.Router(capture, capture.config,
+    config = capture.config
+    if site_settings:
+        config = replace(config, defaults=replace(config.defaults, **site_settings))
+    router = router_mod.Router(capture, config,
                                student_loader=lambda site, version: students[version.number])
     router_mod._router = router
     return router
@@ -141,6 +153,57 @@ def test_shadow_samples_then_promotion(program: Any, monkeypatch: pytest.MonkeyP
     assert event.details["n"] >= settings.min_samples
 
 
+def _shadow_call_then_exit(program: Any, student: str, exit_wait: float,
+                           ) -> tuple[subprocess.CompletedProcess[str], float]:
+    version = _register_version(_map_fingerprint(program))
+    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="shadow")
+    env = {**os.environ, "BYLLM_DISTILL_EXIT_WAIT": str(exit_wait)}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(FIXTURES / "shadow_exit_proc.py"), student],
+                            capture_output=True, text=True, env=env, timeout=120)
+    return result, time.monotonic() - started
+
+
+def test_shadow_sample_still_running_at_exit_is_recorded(program: Any) -> None:
+    result, _ = _shadow_call_then_exit(program, "slow", exit_wait=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"  # the teacher's answer, unchanged
+    store = Store(load_config().database_url)
+    (shadow,) = list(store.iter_records(RecordFilter(site=MAP_SITE, source="shadow")))
+    assert shadow.model == "stand-in" and shadow.agreement is not None
+    assert DropLog(load_config().data_dir).totals() == {}
+
+
+def test_exit_gives_up_on_a_stuck_student_after_exit_wait(program: Any) -> None:
+    result, seconds = _shadow_call_then_exit(program, "stuck", exit_wait=1)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+    # Parked in the student's code at once, not after router.PARK_WAIT_S more seconds.
+    assert "did not stop" not in result.stderr and seconds < router_mod.PARK_WAIT_S + 20
+    assert "unfinished at exit" in result.stderr
+    assert DropLog(load_config().data_dir).totals() == {"unfinished at exit": 1}
+    store = Store(load_config().database_url)
+    assert store.count(RecordFilter(site=MAP_SITE, source="shadow")) == 0
+    assert store.count(RecordFilter(site=MAP_SITE, source="teacher")) == 2
+
+
+def test_background_parks_only_in_the_given_code() -> None:
+    background = Background("test-park")
+    calls = []
+
+    def task() -> None:
+        while True:
+            calls.append(json.dumps(len(calls)))
+
+    background.submit(task)
+    assert not background.park(("no.such.module",), timeout=0.3)
+    assert background.park(("json",), timeout=5)
+    seen = len(calls)
+    time.sleep(0.2)
+    assert len(calls) == seen and background.unfinished() == 1
+    assert threading.getprofile() is None  # the hook is gone once the thread is parked
+
+
 def test_bad_student_is_never_promoted_and_live_failures_roll_back(program: Any) -> None:
     fingerprint = _map_fingerprint(program)
     good = _register_version(fingerprint, "good")
@@ -196,7 +259,8 @@ def test_corrupt_artifact_is_refused_and_rolled_back(program: Any) -> None:
 
 def test_pins(program: Any) -> None:
     version = _register_version(_map_fingerprint(program))
-    _install_router({version: OfflineDesigner(model_name="pinned-student")})
+    # No sampled teacher checks (5% by default): they would add teacher records.
+    _install_router({version: OfflineDesigner(model_name="pinned-student")}, check_fraction=0.0)
     registry = SiteRegistry(load_config().data_dir, MAP_SITE)
     registry.update(pinned=str(version))
     program.create_next_map(_level(program))
