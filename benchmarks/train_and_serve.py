@@ -131,6 +131,7 @@ def main() -> int:
     first = teacher[heldout_ids[0]]
     temperature = args.temperature
     engine.generate(first.args, temperature=temperature)  # warm-up: pages the model in
+    per_attempt: list[float] = []
     latencies, rates, student_ok, unparsed, cut, first_ok, attempts = [], [], 0, 0, 0, 0, []
     failures: Counter[str] = Counter()
     for rid in heldout_ids:
@@ -138,6 +139,7 @@ def main() -> int:
         generation = engine.generate(record.args, temperature=temperature,
                                      seed=args.seed + len(latencies))
         latencies.append(generation.seconds)
+        per_attempt.append(generation.seconds / len(generation.passed))
         rates.append(generation.completion_tokens / generation.seconds)
         cut += generation.finish_reason == "length"
         first_ok += generation.passed[0]
@@ -173,6 +175,7 @@ def main() -> int:
         "latency_p50_s": round(statistics.median(latencies), 2),
         "latency_p95_s": round(_percentile(latencies, 0.95), 2),
         "gen_tokens_per_s": round(statistics.median(rates), 1),
+        "attempt_p50_s": round(statistics.median(per_attempt), 2),
         "student_validity": round(student_ok / n, 3),
         "student_first_attempt_validity": round(first_ok / n, 3),
         "mean_attempts": round(statistics.fmean(attempts), 2),
@@ -194,7 +197,8 @@ def main() -> int:
         ("export", f"{results['export_seconds']} s, GGUF {results['quant']} "
          f"{results['gguf_mb']} MB", ""),
         ("student latency/map", f"p50 {results['latency_p50_s']} s, p95 "
-         f"{results['latency_p95_s']} s, {results['gen_tokens_per_s']} tokens/s",
+         f"{results['latency_p95_s']} s (all attempts); one attempt p50 "
+         f"{results['attempt_p50_s']} s; {results['gen_tokens_per_s']} tokens/s",
          "p50 ≤ 1.5 s"),
         ("validity (held-out)", f"student {results['student_validity']:.1%} served, "
          f"{results['student_first_attempt_validity']:.1%} first attempt (mean "

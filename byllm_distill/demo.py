@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     say(f"[3/5] Shadow: {options.shadow_runs} runs; the student answers each map call "
         "alongside the teacher, off the caller's path, and is scored")
     play_runs(program, options.shadow_runs, options.levels_per_run, options.seed + 1000)
+    active = router.get_router(capture.get_capture())
+    if active is not None:
+        _wait_for_background(active)
     byllm_distill.flush(600)
     gate = promote_if_ready(store, config, MAP_SITE)
     state = registry.state()
@@ -187,6 +191,22 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     return {"trained": True, "version": report.version, "mode": state.mode,
             "teacher": t, "student": s, "served": len(served) - len(fallbacks),
             "fallbacks": len(fallbacks), "pinned_for_serving": pinned}
+
+
+def _wait_for_background(active: Any, timeout: float = 900.0) -> None:
+    """Show the student's off-path answers finishing (the program itself has returned)."""
+    from tqdm import tqdm
+
+    left = active.pending()
+    if not left:
+        return
+    deadline = time.monotonic() + timeout
+    with tqdm(total=left, desc="shadow answers", unit="call") as bar:
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = active.pending()
+            bar.update(left - now)
+            left = now
 
 
 def _pct(value: float | None) -> str:

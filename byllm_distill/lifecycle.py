@@ -117,12 +117,25 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
         report.version = trained.number
         phase.update(phase="evaluating", version=trained.number)
 
+        bar = None
+
         def on_eval(done: int, total: int) -> None:
+            nonlocal bar
             phase.update(evaluated=done, of=total)
+            if progress:
+                if bar is None:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=total, desc=f"held-out eval {job.site}", unit="call")
+                bar.update(done - bar.n)
 
         registry = SiteRegistry(config.data_dir, job.site)
-        report.heldout = evaluate_heldout(store, job.site, registry.verify(trained.number),
-                                          on_eval)
+        try:
+            report.heldout = evaluate_heldout(store, job.site,
+                                              registry.verify(trained.number), on_eval)
+        finally:
+            if bar is not None:
+                bar.close()
         state = registry.state()
         if state.pinned is None:
             registry.activate(trained.number, mode="shadow")

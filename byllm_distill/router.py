@@ -319,6 +319,10 @@ class Router:
             self._warned.add(key)
         log.warning(message, *args)
 
+    def pending(self) -> int:
+        """Background tasks (shadow samples, checks) not finished yet."""
+        return self._background.unfinished()
+
     def drain(self, timeout: float = 120.0) -> int:
         """Wait up to `timeout` seconds for background shadow samples and checks, then
         flush capture; return how many are still unfinished (tests, demo, exit)."""
