@@ -171,8 +171,12 @@ def test_interrupted_training_leaves_no_artifact(trained, base, tmp_path: Path) 
     def interrupt_once_training() -> None:
         while not stop.is_set() and not partial.exists():
             stop.wait(0.1)
-        if not stop.wait(1.0):  # a step or two into the loop, as a user's Ctrl-C would be
+        # A step or two into the loop, as a user's Ctrl-C would be. Repeated: in one full
+        # suite run a single SIGINT was not acted on (cause not found; see the README).
+        wait = 1.0
+        while not stop.wait(wait):
             os.kill(os.getpid(), signal.SIGINT)
+            wait = 5.0
 
     watcher = threading.Thread(target=interrupt_once_training)
     watcher.start()
@@ -194,9 +198,10 @@ def _copy(version_path: Path, tmp_path: Path) -> Path:
 def test_corrupt_or_missing_artifacts_are_refused(trained, tmp_path: Path) -> None:
     from byllm_distill.runtime.engine import engine_for, loaded_sites, unload
 
-    _, _, version = trained
+    _, store, version = trained
     good = engine_for(SITE, folder=version.path, version=1)
-    assert SITE in loaded_sites() and good.gbnf is not None
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    assert SITE in loaded_sites() and "root ::=" in good.gbnf(args)
 
     folder = _copy(version.path, tmp_path)
     gguf = folder / "model.gguf"
