@@ -161,7 +161,7 @@ def test_manifest_and_jsonl_export(tmp_path: Path, tokenizer) -> None:
     loaded = load_dataset(out)
     assert loaded.train == ds.train and loaded.heldout == ds.heldout
     assert loaded.content_sha256 == ds.content_sha256
-    (out / "heldout.jsonl").write_text("")
+    (out / "train.jsonl").write_text("")  # never empty: build refuses an empty train split
     with pytest.raises(TrainingError, match="dataset build"):
         load_dataset(out)
 
