@@ -97,14 +97,11 @@ def register(main: click.Group) -> None:
     @friendly_errors
     def pin(site: str, target: str) -> None:
         """Pin a site to `teacher` or to a version number; automatic decisions stop."""
-        registry = _registry(site)
-        if target != "teacher":
-            if not target.isdigit():
-                raise click.BadParameter("TARGET is 'teacher' or a version number")
-            registry.verify(int(target))
-        registry.update(pinned=target)
-        log_event(open_store(), site, "pinned", int(target) if target.isdigit() else None,
-                  to=target)
+        from byllm_distill.lifecycle import set_pin
+
+        if target != "teacher" and not target.isdigit():
+            raise click.BadParameter("TARGET is 'teacher' or a version number")
+        set_pin(open_store(), _registry(site), target)
         click.echo(f"{site}: pinned to {target}.")
 
     @main.command()
@@ -112,9 +109,10 @@ def register(main: click.Group) -> None:
     @friendly_errors
     def unpin(site: str) -> None:
         """Remove a pin; the site follows its mode and the gates again."""
+        from byllm_distill.lifecycle import set_pin
+
         registry = _registry(site)
-        registry.update(pinned=None)
-        log_event(open_store(), site, "unpinned")
+        set_pin(open_store(), registry, None)
         click.echo(f"{site}: unpinned (mode {registry.state().mode}).")
 
     @main.command()

@@ -101,10 +101,9 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     import byllm_distill
     from byllm_distill import capture, router
     from byllm_distill.config import load_config
-    from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready
+    from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready, set_pin
     from byllm_distill.registry import SiteRegistry
     from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program, play_runs
-    from byllm_distill.store.events import log_event
 
     router.reset_router()
     capture.reset_capture()
@@ -153,15 +152,12 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
         say(f"      the gate kept the teacher; to show the serving path anyway, the demo pins "
             f"version {report.version} for this step (`byllm-distill pin {MAP_SITE} "
             f"{report.version}`): invalid answers fall back to the teacher in the same call")
-        registry.update(pinned=str(report.version))
-        log_event(store, MAP_SITE, "pinned", report.version, to=str(report.version),
-                  by="demo")
+        set_pin(store, registry, str(report.version), by="demo")
     try:
         before = _play_and_collect(store, program, options, MAP_SITE)
     finally:
         if pinned:
-            registry.update(pinned=None)
-            log_event(store, MAP_SITE, "unpinned", by="demo")
+            set_pin(store, registry, None, by="demo")
     served = [r for r in before if r.source == "student"]
     fallbacks = [r for r in served if r.valid is False]
     say(f"      {len(served) - len(fallbacks)} map calls answered by the student, "

@@ -70,6 +70,20 @@ def evaluate_heldout(store: Store, site: str, version: Version,
                       sum(agreements) / len(agreements) if agreements else None)
 
 
+def set_pin(store: Store, registry: SiteRegistry, target: str | None,
+            **details: Any) -> None:
+    """Pin the site to `teacher` or a version number (verified first), or unpin it with
+    None; the decision log records who did it through `details`."""
+    if target is not None and target != "teacher":
+        registry.verify(int(target))
+    registry.update(pinned=target)
+    if target is None:
+        log_event(store, registry.site, "unpinned", **details)
+    else:
+        log_event(store, registry.site, "pinned", int(target) if target.isdigit() else None,
+                  to=target, **details)
+
+
 def promote_if_ready(store: Store, config: DistillConfig, site: str) -> GateResult | None:
     """Promote the site's shadow version if the gate passes; log the decision either way
     (`promoted` or `gate_refused`, with the gate's numbers)."""
