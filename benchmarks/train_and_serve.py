@@ -18,6 +18,7 @@ exports the GGUF, and answers every held-out input with the student. Prints:
 
     .venv/bin/python benchmarks/train_and_serve.py [--records 200] [--steps N | --epochs E]
         [--quant Q4_K_M] [--json out.json] [--serve-only VERSION_DIR] [--temperature T]
+        [--unguided]
 
 Targets on 2 cores: >= 120 training tokens/s; compact prompts >= 3x smaller; student p50
 <= 1.5 s per map; student validity >= 90% after the default training budget.
@@ -86,6 +87,8 @@ def main() -> int:
                         help="skip training: measure serving of this version folder")
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature (default the version's; 0 is greedy)")
+    parser.add_argument("--unguided", action="store_true",
+                        help="serve without the item checks of guided decoding (baseline)")
     args = parser.parse_args()
 
     import torch
@@ -133,17 +136,20 @@ def main() -> int:
     engine.generate(first.args, temperature=temperature)  # warm-up: pages the model in
     per_attempt: list[float] = []
     latencies, rates, student_ok, unparsed, cut, first_ok, attempts = [], [], 0, 0, 0, 0, []
+    redraws, rejected = [], 0
     failures: Counter[str] = Counter()
     for rid in heldout_ids:
         record = teacher[rid]
         generation = engine.generate(record.args, temperature=temperature,
-                                     seed=args.seed + len(latencies))
+                                     seed=args.seed + len(latencies), guided=not args.unguided)
         latencies.append(generation.seconds)
         per_attempt.append(generation.seconds / len(generation.passed))
         rates.append(generation.completion_tokens / generation.seconds)
         cut += generation.finish_reason == "length"
         first_ok += generation.passed[0]
         attempts.append(len(generation.passed))
+        redraws.append(generation.redraws)
+        rejected += generation.finish_reason == "rejected"
         if generation.output is None:
             unparsed += 1
             continue
@@ -179,11 +185,14 @@ def main() -> int:
         "student_validity": round(student_ok / n, 3),
         "student_first_attempt_validity": round(first_ok / n, 3),
         "mean_attempts": round(statistics.fmean(attempts), 2),
+        "mean_item_redraws": round(statistics.fmean(redraws), 2),
+        "stopped_by_checks": rejected,
         "student_unparsed": unparsed, "student_cut_at_max_tokens": cut,
         "teacher_validity": round(teacher_ok / n, 3),
         "version_dir": str(trained.path),
         "student_failures": dict(failures.most_common()),
         "temperature": engine.spec.temperature if temperature is None else temperature,
+        "guided": not args.unguided,
     }
     rows = [
         ("prompt tokens/example", f"{results['prompt_tokens_teacher']} teacher "
@@ -202,10 +211,10 @@ def main() -> int:
          "p50 ≤ 1.5 s"),
         ("validity (held-out)", f"student {results['student_validity']:.1%} served, "
          f"{results['student_first_attempt_validity']:.1%} first attempt (mean "
-         f"{results['mean_attempts']} attempts, temperature {results['temperature']}) vs "
-         "teacher "
-         f"{results['teacher_validity']:.1%} on {n} maps ({unparsed} unparsed, {cut} cut "
-         "at max_tokens)", "≥ 90%"),
+         f"{results['mean_attempts']} attempts, {results['mean_item_redraws']} items redrawn, "
+         f"temperature {results['temperature']}) vs teacher "
+         f"{results['teacher_validity']:.1%} on {n} maps ({unparsed} unparsed: {cut} cut at "
+         f"max_tokens, {rejected} stopped by the item checks)", "≥ 90%"),
         ("student failures", ", ".join(f"{k} {v}" for k, v in failures.most_common()) or "none",
          ""),
     ]

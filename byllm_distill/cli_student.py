@@ -150,9 +150,11 @@ def register(main: click.Group) -> None:
         verdicts = "".join("✓" if ok else "✗" for ok in generation.passed)
         click.echo(f"student v{engine.spec.version} ({generation.seconds:.2f} s, "
                    f"{generation.completion_tokens} tokens, {generation.finish_reason}, "
-                   f"attempts {verdicts}):")
+                   f"attempts {verdicts}, {generation.redraws} items redrawn):")
         if generation.output is None:
-            raise DistillError(f"the student's answer does not decode:\n{generation.raw}")
+            why = ("its items kept failing the site's checks, so it stopped"
+                   if generation.finish_reason == "rejected" else "it does not decode")
+            raise DistillError(f"no usable student answer, {why}:\n{generation.raw}")
         click.echo(_show(generation.output))
         near = nearest_record(open_store(), site, args)
         if near is None:

@@ -141,6 +141,37 @@ def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Pa
     json.loads(sampled[0])
 
 
+def test_guided_decoding_redraws_items_that_fail_a_prefix_check(
+        trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prefix-closed check on enemies makes the student draw a failing enemy again as
+    soon as it is written; without the guide, the same draws break the rule."""
+    from byllm_distill.runtime.engine import engine_for, unload
+    from byllm_distill.validators import registry
+    from byllm_distill.validators.base import Verdict
+
+    def even_columns(record):
+        odd = [e for e in record.output["enemies"] if e["x"] % 2]
+        return [Verdict("enemies_on_even_columns", not odd, f"{len(odd)} on odd columns")]
+
+    registry.for_site(SITE)  # entry points load now, so the patch below is what stays
+    monkeypatch.setattr(registry, "_by_pattern", [(SITE, even_columns)])
+    monkeypatch.setattr(registry, "_prefix_closed",
+                        {even_columns: frozenset({"enemies_on_even_columns"})})
+    config, store, version = trained
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    engine = engine_for(SITE, folder=version.path, version=1)
+    try:
+        guided = [engine.generate(args, seed=s, attempts=1) for s in range(4)]
+        unguided = [engine.generate(args, seed=s, attempts=1, guided=False) for s in range(4)]
+    finally:
+        unload(SITE)
+    assert sum(g.redraws for g in guided) > 0
+    assert all(g.redraws == 0 for g in unguided)
+    assert all(g.output is not None for g in guided)  # the last attempt always finishes
+    assert sum(g.passed[0] for g in guided) > sum(g.passed[0] for g in unguided)
+    assert sum(g.passed[0] for g in guided) >= 3
+
+
 def test_qlora_trains_on_cpu_and_its_adapter_merges(trained, base, tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file

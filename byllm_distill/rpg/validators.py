@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from byllm_distill.validators.registry import ValidatorRegistry
 
 MAP_SITES = "*create_next_map"
+# Verdicts a map cut short cannot recover from (see validators/registry.py). `reachable`
+# nearly is: a later obstacle could fill a stranded floor tile, so an early check may
+# redraw a wall that would have been fine; it never lets a bad map through.
+MAP_PREFIX_CLOSED = ("walls_straight", "in_bounds", "one_player_on_floor", "no_overlap",
+                     "reachable", "enemy_not_adjacent_to_spawn")
 LEVEL_SITES = "*create_next_level"
 
 
@@ -28,5 +33,5 @@ def rpg_level(record: Record) -> list[Verdict]:
 
 
 def register(registry: ValidatorRegistry) -> None:
-    registry.register(MAP_SITES, rpg_map)
+    registry.register(MAP_SITES, rpg_map, prefix_closed=MAP_PREFIX_CLOSED)
     registry.register(LEVEL_SITES, rpg_level)

@@ -14,11 +14,18 @@ and always parse, and decodes the text back into the site's JSON answer. Decodin
 at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
 serialised per `Llama` by a lock.
 
+Guided decoding (sampling only, tuple codecs, sites whose validators name prefix-closed
+verdicts): after each top-level field and each array item the student writes, the answer so
+far is checked (`guide.py`); an item that fails (an enemy on a wall) is rolled back (model
+position, logits, grammar state) and drawn again, a little hotter each time. An attempt
+whose item keeps failing stops early, as it could no longer pass; the last attempt keeps
+the item instead and finishes, so an answer always parses.
+
 Validator-checked sampling: an answer that fails one of the site's validators (the same
 ones the router applies) is drawn again, up to the version's `attempts`; the first answer
 that passes is returned, else the last one, which the router then replaces with the
 teacher's. `Generation.passed` lists the verdict of each attempt, so evaluation can report
-first-attempt validity next to the served one.
+first-attempt validity next to the served one; `Generation.redraws` counts item redraws.
 
 On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
 tensors, so there the model is loaded without llama.cpp's extra buffer types.
@@ -42,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
+from byllm_distill.runtime.guide import Guide, guide_for, student_record
 from byllm_distill.training.codec import SiteCodec
 from byllm_distill.training.grammar import call_grammar
 
@@ -49,6 +57,9 @@ DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
 GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
 TOP_K = 64  # sampling draws from at most this many of the best tokens
+ITEM_REDRAWS = 4  # an item failing prefix checks is drawn again at most this often in a row
+ATTEMPT_REDRAWS = 24  # ... and at most this often per attempt
+REDRAW_HEAT = 0.7  # a redraw samples at least this hot, a little hotter each time
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _llamas: dict[str, tuple[Any, threading.Lock]] = {}
@@ -68,6 +79,7 @@ class Generation:
     raw: str = ""
     output: Any = None
     passed: tuple[bool, ...] = ()
+    redraws: int = 0  # items drawn again after a prefix check (guide.py)
 
     @property
     def usage(self) -> dict[str, int]:
@@ -181,6 +193,39 @@ def compact_gbnf(schema: dict[str, Any]) -> str:
     return re.sub(r"(?m)^space ::= .*$", 'space ::= ""', gbnf)
 
 
+@dataclass
+class _Checkpoint:
+    """Everything a guided decode rolls back to: the output so far, the model's position
+    and next-token logits, a copy of the grammar's state and the guide's cursor."""
+
+    tokens: int
+    n_past: int
+    logits: Any
+    grammar: Any
+    cursor: Any
+
+    @classmethod
+    def take(cls, out: list[int], llama: Any, logits: Any, grammar: Any, guide: Guide,
+             owned: list[Any]) -> _Checkpoint:
+        import llama_cpp
+
+        copy = None
+        if grammar is not None:
+            copy = llama_cpp.llama_sampler_clone(grammar)
+            owned.append(copy)
+        return cls(len(out), llama.n_tokens, logits.copy(), copy, guide.state())
+
+    def grammar_copy(self, owned: list[Any]) -> Any:
+        """A fresh copy of the saved grammar state (the saved one stays for the next)."""
+        import llama_cpp
+
+        if self.grammar is None:
+            return None
+        copy = llama_cpp.llama_sampler_clone(self.grammar)
+        owned.append(copy)
+        return copy
+
+
 class Engine:
     """A loaded student: the shared `Llama`, its lock, the codec and the prompt format.
 
@@ -281,38 +326,81 @@ class Engine:
         weights = weights[:keep] / weights[:keep].sum()
         return int(top[rng.choice(keep, p=weights)])
 
-    def _decode(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
-                rng: Any) -> tuple[list[int], str]:
-        import llama_cpp
+    def _logits(self) -> Any:
         import numpy as np
+
+        return np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+
+    def _decode(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
+                rng: Any, guide: Guide | None = None, last: bool = True
+                ) -> tuple[list[int], str, int]:
+        """(tokens, finish reason, item redraws) for one attempt. With a guide, an item that
+        fails a prefix check is drawn again from the last checkpoint, at most
+        `ITEM_REDRAWS` times in a row and `ATTEMPT_REDRAWS` in all. Past that, an attempt
+        that is not the `last` stops with finish reason "rejected" (its answer could no
+        longer pass); the last one keeps the item and finishes unchecked, so the caller
+        still gets an answer of the declared type."""
+        import llama_cpp
 
         llama = self.llama
         llama.reset()
         llama.eval(prompt)
+        logits = self._logits()
         out: list[int] = []
-        for _ in range(self.spec.max_tokens):
-            logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1),
-                                           shape=(self._n_vocab,))
-            token = self._pick(logits, temperature, top_p, rng)
-            if grammar is not None:
-                if not self._grammar_allows(grammar, token, float(logits[token])):
-                    token = self._pick(self._grammar_filter(grammar, logits), temperature,
-                                       top_p, rng)
-                llama_cpp.llama_sampler_accept(grammar, token)
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                return out, "stop"
-            out.append(token)
-            llama.eval([token])
-        return out, "length"
+        owned: list[Any] = []  # grammar clones to free
+        checkpoint: _Checkpoint | None = None
+        in_a_row = redraws = 0
+        try:
+            if guide is not None:
+                checkpoint = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+            while len(out) < self.spec.max_tokens:
+                heat = temperature if in_a_row == 0 else max(temperature, REDRAW_HEAT) * (
+                    1.0 + 0.15 * in_a_row)
+                token = self._pick(logits, heat, top_p, rng)
+                if grammar is not None:
+                    if not self._grammar_allows(grammar, token, float(logits[token])):
+                        token = self._pick(self._grammar_filter(grammar, logits), heat,
+                                           top_p, rng)
+                    llama_cpp.llama_sampler_accept(grammar, token)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    return out, "stop", redraws
+                out.append(token)
+                verdict = None if guide is None else guide.feed(
+                    llama.detokenize([token], special=False))
+                if verdict is False and checkpoint is not None and (
+                        in_a_row >= ITEM_REDRAWS or redraws >= ATTEMPT_REDRAWS):
+                    if not last:
+                        return out, "rejected", redraws
+                    guide = checkpoint = None
+                if verdict is False and checkpoint is not None:
+                    in_a_row += 1
+                    redraws += 1
+                    del out[checkpoint.tokens:]
+                    llama.n_tokens = checkpoint.n_past  # the next eval drops the rest
+                    logits = checkpoint.logits
+                    grammar = checkpoint.grammar_copy(owned)
+                    guide.restore(checkpoint.cursor)
+                    continue
+                llama.eval([token])
+                logits = self._logits()
+                if verdict and guide is not None:
+                    checkpoint = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                    in_a_row = 0
+            return out, "length", redraws
+        finally:
+            for sampler in owned:
+                llama_cpp.llama_sampler_free(sampler)
 
     def generate(self, args: dict[str, Any], temperature: float | None = None,
                  top_p: float | None = None, seed: int | None = None,
-                 attempts: int | None = None, check: bool = True) -> Generation:
+                 attempts: int | None = None, check: bool = True,
+                 guided: bool = True) -> Generation:
         """The student's answer for one call's arguments (see the module docstring).
 
         Sampling follows the version's serving settings unless `temperature` / `top_p` /
         `attempts` are given; temperature 0 is greedy (and so makes one attempt). `seed`
-        None draws fresh randomness each call. `check=False` skips the validators."""
+        None draws fresh randomness each call. `check=False` skips the validators, and so
+        the item checks; `guided=False` skips only the item checks (for comparisons)."""
         import numpy as np
 
         temperature = self.spec.temperature if temperature is None else temperature
@@ -324,7 +412,7 @@ class Engine:
         text = self.prompt(args)
         started = time.perf_counter()
         passed: list[bool] = []
-        completion = 0
+        completion = redraws = 0
         with self.lock:
             prompt = self.llama.tokenize(text.encode(), add_bos=bool(
                 self.spec.prompt_format.get("add_bos")), special=True)
@@ -333,9 +421,13 @@ class Engine:
                                  f"{self.spec.max_tokens}-token answer in n_ctx "
                                  f"{self.llama.n_ctx()}; the input is far larger than "
                                  "anything the student was trained on.")
-            for _ in range(attempts):
-                tokens, finish = self._decode(prompt, self._grammar_for(args), temperature,
-                                              top_p, rng)
+            for attempt in range(attempts):
+                tokens, finish, redrawn = self._decode(
+                    prompt, self._grammar_for(args), temperature, top_p, rng,
+                    guide_for(self.spec.site, self.spec.codec, args, self.spec.response_format)
+                    if check and guided and temperature > 0.0 else None,
+                    last=attempt == attempts - 1)
+                redraws += redrawn
                 completion += len(tokens)
                 raw = self.llama.detokenize(tokens).decode("utf-8", errors="replace")
                 output, answer = self._read(raw, args)
@@ -345,7 +437,7 @@ class Engine:
         return Generation(text=answer, prompt_tokens=len(prompt) * len(passed),
                           completion_tokens=completion,
                           seconds=time.perf_counter() - started, finish_reason=finish, raw=raw,
-                          output=output, passed=tuple(passed))
+                          output=output, passed=tuple(passed), redraws=redraws)
 
     def _read(self, raw: str, args: dict[str, Any]) -> tuple[Any, str]:
         """(decoded answer or None, the answer as text)."""
@@ -360,12 +452,9 @@ class Engine:
 
     def _passes(self, args: dict[str, Any], output: Any) -> bool:
         """Whether the site's validators accept `output` for `args`."""
-        from byllm_distill.store.record import Record
         from byllm_distill.validators import registry as validators
 
-        record = Record(site=self.spec.site, fingerprint="", model="student", messages=[],
-                        args=args, latency_ms=0.0, schema=self.spec.response_format,
-                        output_raw=json.dumps(output, ensure_ascii=False), output=output)
+        record = student_record(self.spec.site, args, self.spec.response_format, output)
         return all(v.passed for v in validators.validate(record))
 
     def answer(self, args: dict[str, Any]) -> tuple[Any, float]:
@@ -373,7 +462,9 @@ class Engine:
         decode (cut off at max_tokens)."""
         generation = self.generate(args)
         if generation.output is None:
-            raise ValueError(f"the student's answer does not decode: {generation.raw[:200]!r}")
+            why = ("its items kept failing the site's checks"
+                   if generation.finish_reason == "rejected" else "it does not decode")
+            raise ValueError(f"no usable student answer, {why}: {generation.raw[:200]!r}")
         return generation.output, generation.seconds * 1000.0
 
 

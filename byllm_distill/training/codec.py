@@ -241,6 +241,27 @@ class SiteCodec:
             raise ValueError(f"the student's answer does not fit the site's shape: {exc}") \
                 from exc
 
+    def decode_prefix(self, value: list[Any], args: dict[str, Any]) -> Any:
+        """The answer from the first values of a tuple answer, its arrays cut short: array
+        fields not begun yet are empty. `ValueError` when a missing field is not an array or
+        a value does not fit (tuple mode, object or array answers only)."""
+        schema = self.schema or {}
+        if self.mode != "tuple" or not isinstance(value, list):
+            raise ValueError("only tuple answers have prefixes")
+        if schema.get("type") == "object":
+            own = [k for k in field_order(schema) if k not in self.copies]
+            missing = own[len(value):]
+            if any(schema["properties"][k].get("type") != "array" for k in missing):
+                raise ValueError(f"{missing[0]} is not written yet")
+            value = [*value, *([] for _ in missing)]
+        elif schema.get("type") != "array":
+            raise ValueError("a scalar answer has no prefix")
+        try:
+            return self._decode(value, schema, "", args)
+        except (TypeError, IndexError, KeyError) as exc:
+            raise ValueError(f"the answer so far does not fit the site's shape: {exc}") \
+                from exc
+
     def _decode(self, value: Any, node: dict[str, Any], path: str, args: dict[str, Any]) -> Any:
         if node.get("type") == "object":
             props = node["properties"]

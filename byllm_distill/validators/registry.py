@@ -11,6 +11,13 @@ entry point names a function `register(registry: ValidatorRegistry) -> None`, ca
 when the registry is first used. A project can also list such functions without packaging
 them (`validators = ["myproject.checks:register"]` in `[plugins.distill]`) and switch an
 entry point off by name (`disabled_validators = ["rpg"]`).
+
+Prefix checks. A validator may name verdicts that are *prefix-closed*: checked on an answer
+whose arrays are cut short, such a verdict that fails fails for every way of finishing
+them (an enemy on the spawn stays on the spawn whatever comes after). The student runtime
+checks these after each array item it writes and redraws an item that fails one
+(`runtime/guide.py`), instead of finding out when the whole answer is written. Count-like
+verdicts ("exactly N enemies") are not prefix-closed and must not be named.
 """
 
 from __future__ import annotations
@@ -38,12 +45,17 @@ ENTRY_POINT_GROUP = "byllm_distill.validators"
 class ValidatorRegistry:
     def __init__(self) -> None:
         self._by_pattern: list[tuple[str, Validator]] = []
+        self._prefix_closed: dict[Validator, frozenset[str]] = {}
         self._loaded = False
         self._lock = threading.Lock()
 
-    def register(self, pattern: str, validator: Validator) -> None:
-        """Check every record of the sites matching `pattern` with `validator`."""
+    def register(self, pattern: str, validator: Validator,
+                 prefix_closed: Iterable[str] = ()) -> None:
+        """Check every record of the sites matching `pattern` with `validator`;
+        `prefix_closed` names its verdicts that hold on cut-short answers (see above)."""
         self._by_pattern.append((pattern, validator))
+        if prefix_closed:
+            self._prefix_closed[validator] = frozenset(prefix_closed)
 
     def validator(self, pattern: str) -> Callable[[Validator], Validator]:
         """Decorator form of `register`."""
@@ -57,6 +69,12 @@ class ValidatorRegistry:
     def for_site(self, site: str) -> list[Validator]:
         self._load_entry_points()
         return [fn for pattern, fn in self._by_pattern if fnmatch.fnmatchcase(site, pattern)]
+
+    def prefix_validators(self, site: str) -> list[tuple[Validator, frozenset[str]]]:
+        """(validator, its prefix-closed verdict names) for the site's validators that
+        declared any."""
+        return [(fn, self._prefix_closed[fn]) for fn in self.for_site(site)
+                if fn in self._prefix_closed]
 
     def validate(self, record: Record) -> list[Verdict]:
         """Generic verdicts, then every task verdict for the record's site.

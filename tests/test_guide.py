@@ -1,0 +1,115 @@
+"""Guided decoding's scanner and prefix checks, fed text the way the engine feeds tokens."""
+
+from __future__ import annotations
+
+import pytest
+from student_records import RESPONSE_FORMAT, SITE, map_records
+
+from byllm_distill.rpg.checks import check_map
+from byllm_distill.runtime.guide import Guide, guide_for, prefix_check
+from byllm_distill.training.codec import SiteCodec
+
+
+@pytest.fixture(scope="module")
+def records():
+    return map_records(40)
+
+
+@pytest.fixture(scope="module")
+def codec(records) -> SiteCodec:
+    return SiteCodec.mine([r.args for r in records], [r.output for r in records],
+                          RESPONSE_FORMAT)
+
+
+def _pieces(text: str, size: int = 3) -> list[bytes]:
+    """`text` in token-like pieces of a few bytes."""
+    return [text[i:i + size].encode() for i in range(0, len(text), size)]
+
+
+def test_a_teacher_answer_passes_at_every_item(codec, records) -> None:
+    record = records[5]
+    seen = []
+
+    def check(output):
+        seen.append(output)
+        return True
+
+    guide = Guide(codec, record.args, check)
+    verdicts = [guide.feed(p) for p in _pieces(codec.encode(record.output))]
+    assert False not in verdicts and True in verdicts
+    out = record.output
+    items = len(out["walls"]) + len(out["small_obstacles"]) + len(out["enemies"])
+    # The spawn, every item once, and the finished answer (which equals the last item's).
+    assert len(seen) == 1 + items
+    assert seen[-1] == out
+    assert seen[0]["player_pos"] == out["player_pos"] and seen[0]["walls"] == []
+    assert [len(s["walls"]) for s in seen[1:len(out["walls"]) + 1]] == list(
+        range(1, len(out["walls"]) + 1))
+
+
+def test_an_enemy_on_a_wall_is_caught_when_written(codec, records) -> None:
+    record = records[7]
+    bad = dict(record.output)
+    wall_tile = bad["walls"][0]["start_pos"]
+    bad["enemies"] = [dict(wall_tile), *bad["enemies"][1:]]
+    assert not all(v.passed for v in check_map(bad))
+    guide = guide_for(SITE, codec, record.args, RESPONSE_FORMAT)
+    assert guide is not None
+    text = codec.encode(bad)
+    at = text.index(f"[{wall_tile['x']},{wall_tile['y']}]", text.rindex("]],[") )
+    verdicts = [guide.feed(p) for p in _pieces(text, 1)]
+    # Everything before the bad enemy passes; the enemy's closing bracket fails.
+    first_false = verdicts.index(False)
+    assert verdicts[:first_false].count(True) >= 1
+    assert first_false == at + len(f"[{wall_tile['x']},{wall_tile['y']}]") - 1
+
+
+def test_restore_rewinds_the_scanner(codec, records) -> None:
+    record = records[3]
+    text = codec.encode(record.output)
+    guide = Guide(codec, record.args, lambda output: True)
+    half = len(text) // 2
+    for piece in _pieces(text[:half]):
+        guide.feed(piece)
+    saved = guide.state()
+    for piece in _pieces(text[half:]):
+        guide.feed(piece)
+    guide.restore(saved)
+    assert bytes(guide.text) == text[:half].encode()
+    again = [guide.feed(p) for p in _pieces(text[half:])]
+    assert False not in again
+    assert codec.decode(bytes(guide.text).decode(), record.args) == record.output
+
+
+def test_strings_with_brackets_do_not_confuse_the_scanner() -> None:
+    schema = {"type": "object", "properties": {
+        "title": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["title", "tags"]}
+    args = [{"n": i} for i in range(6)]
+    outputs = [{"title": f"a [b], \"c\" {i}", "tags": ["x]", "y,"]} for i in range(6)]
+    codec = SiteCodec.mine(args, outputs, {"type": "json_schema",
+                                           "json_schema": {"name": "T", "schema": schema}})
+    assert codec.mode == "tuple"
+    seen = []
+    guide = Guide(codec, args[0], lambda output: seen.append(output) or True)
+    for piece in _pieces(codec.encode(outputs[0]), 2):
+        assert guide.feed(piece) is not False
+    assert seen[0] == {"title": outputs[0]["title"], "tags": []}
+    assert seen[-1] == outputs[0]
+
+
+def test_sites_without_prefix_checks_get_no_guide(codec, records) -> None:
+    assert prefix_check("other.site", records[0].args, RESPONSE_FORMAT) is None
+    assert guide_for("other.site", codec, records[0].args, RESPONSE_FORMAT) is None
+    text_codec = SiteCodec("text")
+    assert guide_for(SITE, text_codec, records[0].args, RESPONSE_FORMAT) is None
+
+
+def test_decode_prefix_needs_every_fixed_field(codec, records) -> None:
+    args = records[0].args
+    with pytest.raises(ValueError, match="not written yet"):
+        codec.decode_prefix([], args)
+    out = codec.decode_prefix([[2, 3]], args)
+    assert out["player_pos"] == {"x": 2, "y": 3} and out["enemies"] == []
+    assert out["level"] == args["level"]
