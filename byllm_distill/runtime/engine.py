@@ -34,9 +34,7 @@ tensors, so there the model is loaded without llama.cpp's extra buffer types.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import math
 import os
 import re
 import threading
@@ -49,17 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
-from byllm_distill.runtime.guide import Guide, guide_for, student_record
+from byllm_distill.runtime.decode import Decoder
+from byllm_distill.runtime.guide import guide_for, student_record
 from byllm_distill.training.codec import SiteCodec
 from byllm_distill.training.grammar import call_grammar
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
 GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
-TOP_K = 64  # sampling draws from at most this many of the best tokens
-ITEM_REDRAWS = 4  # an item failing prefix checks is drawn again at most this often in a row
-ATTEMPT_REDRAWS = 24  # ... and at most this often per attempt
-REDRAW_HEAT = 0.7  # a redraw samples at least this hot, a little hotter each time
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _llamas: dict[str, tuple[Any, threading.Lock]] = {}
@@ -193,67 +188,22 @@ def compact_gbnf(schema: dict[str, Any]) -> str:
     return re.sub(r"(?m)^space ::= .*$", 'space ::= ""', gbnf)
 
 
-@dataclass
-class _Checkpoint:
-    """Everything a guided decode rolls back to: the output so far, the model's position
-    and next-token logits, a copy of the grammar's state and the guide's cursor."""
-
-    tokens: int
-    n_past: int
-    logits: Any
-    grammar: Any
-    cursor: Any
-
-    @classmethod
-    def take(cls, out: list[int], llama: Any, logits: Any, grammar: Any, guide: Guide,
-             owned: list[Any]) -> _Checkpoint:
-        import llama_cpp
-
-        copy = None
-        if grammar is not None:
-            copy = llama_cpp.llama_sampler_clone(grammar)
-            owned.append(copy)
-        return cls(len(out), llama.n_tokens, logits.copy(), copy, guide.state())
-
-    def grammar_copy(self, owned: list[Any]) -> Any:
-        """A fresh copy of the saved grammar state (the saved one stays for the next)."""
-        import llama_cpp
-
-        if self.grammar is None:
-            return None
-        copy = llama_cpp.llama_sampler_clone(self.grammar)
-        owned.append(copy)
-        return copy
-
-
 class Engine:
-    """A loaded student: the shared `Llama`, its lock, the codec and the prompt format.
-
-    The grammar is checked lazily, as llama.cpp's own `common_sampler` does: a token is
-    picked from the raw logits first and only when the grammar rejects it are all tokens
-    filtered and the pick repeated. A trained student's pick is nearly always valid, so this
-    skips filtering the 49k-token vocabulary at most steps (about 30% of the time per token
-    here).
-    """
+    """A loaded student: the shared `Llama`, its lock, the codec and the prompt format;
+    `Decoder` (decode.py) runs the token loop."""
 
     def __init__(self, spec: StudentSpec, llama: Any, lock: threading.Lock) -> None:
         import llama_cpp
-        import numpy as np
 
         self.spec = spec
         self.llama = llama
         self.lock = lock
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        self._n_vocab = llama.n_vocab()
+        self._decoder = Decoder(llama, spec.max_tokens)
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         weakref.finalize(self, _free_samplers, self._grammars)
         self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
                             if spec.codec.mode == "json" and spec.codec.schema else None)
-        self._all = (llama_cpp.llama_token_data * self._n_vocab)()
-        self._all_view = np.frombuffer(self._all, dtype=np.dtype(
-            [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
-        self._all_view["id"] = np.arange(self._n_vocab, dtype=np.int32)
-        self._one = (llama_cpp.llama_token_data * 1)()
         if self._fixed_gbnf is not None:
             self._grammar_for({})  # a bad grammar fails the load, not the first call
 
@@ -289,108 +239,6 @@ class Engine:
         llama_cpp.llama_sampler_reset(sampler)
         return sampler
 
-    def _grammar_allows(self, grammar: Any, token: int, logit: float) -> bool:
-        import llama_cpp
-
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, logit, 0.0
-        candidates = llama_cpp.llama_token_data_array(
-            data=ctypes.cast(self._one, llama_cpp.llama_token_data_p), size=1, selected=-1,
-            sorted=False)
-        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
-        return math.isfinite(self._one[0].logit)
-
-    def _grammar_filter(self, grammar: Any, logits: Any) -> Any:
-        """`logits` with every token the grammar forbids now set to -inf (a copy)."""
-        import llama_cpp
-
-        self._all_view["logit"] = logits
-        candidates = llama_cpp.llama_token_data_array(
-            data=ctypes.cast(self._all, llama_cpp.llama_token_data_p), size=self._n_vocab,
-            selected=-1, sorted=False)
-        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
-        return self._all_view["logit"].copy()
-
-    @staticmethod
-    def _pick(logits: Any, temperature: float, top_p: float, rng: Any) -> int:
-        """Greedy at temperature 0, else a draw from the top-p mass of the 64 best tokens."""
-        import numpy as np
-
-        if temperature <= 0.0:
-            return int(np.argmax(logits))
-        top = np.argpartition(logits, -TOP_K)[-TOP_K:]
-        top = top[np.argsort(logits[top])[::-1]]
-        top = top[np.isfinite(logits[top])]
-        weights = np.exp((logits[top] - logits[top[0]]) / temperature)
-        weights /= weights.sum()
-        keep = min(len(top), int(np.searchsorted(np.cumsum(weights), top_p)) + 1)
-        weights = weights[:keep] / weights[:keep].sum()
-        return int(top[rng.choice(keep, p=weights)])
-
-    def _logits(self) -> Any:
-        import numpy as np
-
-        return np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
-
-    def _decode(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
-                rng: Any, guide: Guide | None = None, last: bool = True
-                ) -> tuple[list[int], str, int]:
-        """(tokens, finish reason, item redraws) for one attempt. With a guide, an item that
-        fails a prefix check is drawn again from the last checkpoint, at most
-        `ITEM_REDRAWS` times in a row and `ATTEMPT_REDRAWS` in all. Past that, an attempt
-        that is not the `last` stops with finish reason "rejected" (its answer could no
-        longer pass); the last one keeps the item and finishes unchecked, so the caller
-        still gets an answer of the declared type."""
-        import llama_cpp
-
-        llama = self.llama
-        llama.reset()
-        llama.eval(prompt)
-        logits = self._logits()
-        out: list[int] = []
-        owned: list[Any] = []  # grammar clones to free
-        checkpoint: _Checkpoint | None = None
-        in_a_row = redraws = 0
-        try:
-            if guide is not None:
-                checkpoint = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
-            while len(out) < self.spec.max_tokens:
-                heat = temperature if in_a_row == 0 else max(temperature, REDRAW_HEAT) * (
-                    1.0 + 0.15 * in_a_row)
-                token = self._pick(logits, heat, top_p, rng)
-                if grammar is not None:
-                    if not self._grammar_allows(grammar, token, float(logits[token])):
-                        token = self._pick(self._grammar_filter(grammar, logits), heat,
-                                           top_p, rng)
-                    llama_cpp.llama_sampler_accept(grammar, token)
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    return out, "stop", redraws
-                out.append(token)
-                verdict = None if guide is None else guide.feed(
-                    llama.detokenize([token], special=False))
-                if verdict is False and checkpoint is not None and (
-                        in_a_row >= ITEM_REDRAWS or redraws >= ATTEMPT_REDRAWS):
-                    if not last:
-                        return out, "rejected", redraws
-                    guide = checkpoint = None
-                if verdict is False and checkpoint is not None:
-                    in_a_row += 1
-                    redraws += 1
-                    del out[checkpoint.tokens:]
-                    llama.n_tokens = checkpoint.n_past  # the next eval drops the rest
-                    logits = checkpoint.logits
-                    grammar = checkpoint.grammar_copy(owned)
-                    guide.restore(checkpoint.cursor)
-                    continue
-                llama.eval([token])
-                logits = self._logits()
-                if verdict and guide is not None:
-                    checkpoint = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
-                    in_a_row = 0
-            return out, "length", redraws
-        finally:
-            for sampler in owned:
-                llama_cpp.llama_sampler_free(sampler)
-
     def generate(self, args: dict[str, Any], temperature: float | None = None,
                  top_p: float | None = None, seed: int | None = None,
                  attempts: int | None = None, check: bool = True,
@@ -422,7 +270,7 @@ class Engine:
                                  f"{self.llama.n_ctx()}; the input is far larger than "
                                  "anything the student was trained on.")
             for attempt in range(attempts):
-                tokens, finish, redrawn = self._decode(
+                tokens, finish, redrawn = self._decoder.run(
                     prompt, self._grammar_for(args), temperature, top_p, rng,
                     guide_for(self.spec.site, self.spec.codec, args, self.spec.response_format)
                     if check and guided and temperature > 0.0 else None,

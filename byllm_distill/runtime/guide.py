@@ -13,6 +13,10 @@ the bytes of each token it samples (`feed`), and gets back:
   rolls the model, the grammar and this guide back to the last checkpoint (`state()` /
   `restore()`) and draws the item again.
 
+After a failed check, `passing_numbers()` tries every value in the place of the last
+number written (0 up to the largest integer bound of the call) and lists those that
+would have passed; the decoder redraws that number among them (decode.py).
+
 The guide follows the tuple text with a small scanner (list depth, strings) rather than
 parsing it again per token: a top-level field or an array item of a top-level field ends
 at a `,` or `]` that leaves the depth at two or less. Only there is the text so far closed
@@ -24,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from byllm_distill.training.codec import SiteCodec
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("byllm_distill")
 
 Check = Callable[[Any], bool]
+MAX_CANDIDATE = 999  # numbers tried in a failed number's place go up to this at most
 
 
 @dataclass
@@ -46,6 +51,9 @@ class _Cursor:
     in_string: bool = False
     escaped: bool = False
     checked: str = ""  # the last closed text checked (a "]," pair ends one item once)
+    number: str = ""  # digits of the number being written ("" between numbers)
+    number_at: int = -1  # where the last number began (byte offset)
+    number_end: int = -1  # ... and ended
 
 
 @dataclass
@@ -55,15 +63,18 @@ class Guide:
     check: Check
     text: bytearray = field(default_factory=bytearray)
     cursor: _Cursor = field(default_factory=_Cursor)
+    failed: tuple[int, int] | None = None  # (end, depth) of the last check that failed
 
     def state(self) -> _Cursor:
-        c = self.cursor
-        return _Cursor(c.length, c.depth, c.in_string, c.escaped, c.checked)
+        return replace(self.cursor)
 
     def restore(self, state: _Cursor) -> None:
         del self.text[state.length:]
-        self.cursor = _Cursor(state.length, state.depth, state.in_string, state.escaped,
-                              state.checked)
+        self.cursor = replace(state)
+
+    def number_prefix(self) -> str:
+        """The digits of the number being written, "" when none is."""
+        return self.cursor.number
 
     def feed(self, piece: bytes) -> bool | None:
         """Read one token's bytes; see the module docstring for the answer."""
@@ -80,6 +91,13 @@ class Guide:
                 elif byte == 0x22:  # closing quote
                     c.in_string = False
                 continue
+            if 0x30 <= byte <= 0x39:  # a digit
+                if not c.number:
+                    c.number_at = c.length - 1
+                c.number += chr(byte)
+                continue
+            if c.number:
+                c.number, c.number_end = "", c.length - 1
             if byte == 0x22:
                 c.in_string = True
             elif byte == 0x5B:  # [
@@ -93,6 +111,7 @@ class Guide:
                 if 0 < c.depth <= 2 or (byte == 0x5D and c.depth == 0):
                     found = self._check_upto(end, c.depth)
                     if found is False:
+                        self.failed = (end, c.depth)
                         return False
                     verdict = found if found is not None else verdict
         return verdict
@@ -101,12 +120,32 @@ class Guide:
         closed = self.text[:end].decode("utf-8", errors="replace") + "]" * depth
         if closed == self.cursor.checked:
             return None
+        self.cursor.checked = closed
+        return self._passes(closed)
+
+    def _passes(self, closed: str) -> bool | None:
         try:
             output = self.codec.decode_prefix(json.loads(closed), self.args)
         except ValueError:
             return None
-        self.cursor.checked = closed
         return self.check(output)
+
+    def passing_numbers(self) -> list[str]:
+        """The values the last number before the failed check could have had for that
+        check to pass, each tried in its place (the candidates run from 0 to the largest
+        integer bound the codec gives this call)."""
+        c = self.cursor
+        if self.failed is None or not 0 <= c.number_at < c.number_end <= self.failed[0]:
+            return []
+        end, depth = self.failed
+        text = self.text[:end].decode("utf-8", errors="replace")
+        head, tail = text[:c.number_at], text[c.number_end:] + "]" * depth
+        return [str(v) for v in range(self._largest() + 1)
+                if self._passes(f"{head}{v}{tail}")]
+
+    def _largest(self) -> int:
+        highs = [self.codec.int_range(path, self.args)[1] for path in self.codec.ints]
+        return min(MAX_CANDIDATE, max((h for h in highs if h is not None), default=99))
 
 
 def student_record(site: str, args: dict[str, Any], schema: dict[str, Any] | None,

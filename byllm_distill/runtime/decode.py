@@ -1,0 +1,268 @@
+"""The token loop of one student answer: sampling, the grammar, and guided redraws.
+
+Contract. `Decoder(llama, max_tokens).run(prompt, grammar, temperature, top_p, rng, guide,
+last)` decodes one attempt and returns (tokens, finish reason, redraws). The caller holds
+the `Llama`'s lock.
+
+- Sampling: greedy at temperature 0, else a draw from the top-p mass of the `TOP_K` best
+  tokens. The grammar is checked lazily, as llama.cpp's own `common_sampler` does: the pick
+  is made from the raw logits first, and only when the grammar rejects it are all tokens
+  filtered and the pick repeated (a trained student's pick nearly always fits, so the
+  49k-token filter runs at few steps).
+- Guided redraws (with a `Guide`, see guide.py): when an item fails a prefix check, first
+  its last number is redrawn from the values that would pass (the guide tries each one;
+  an enemy that landed on a wall moves along its column, a wall that went diagonal gets a
+  straight end), sampled by the model's own preference among them. If no value passes,
+  the whole item is drawn again from the last checkpoint, a little hotter each time. A
+  rollback restores the model's position (the next `eval` drops the later KV cache), the
+  saved next-token logits, a copy of the grammar's state and the guide's cursor.
+- Budgets: at most `ITEM_REDRAWS` redraws in a row for one item and `ATTEMPT_REDRAWS` in
+  all. Past that, an attempt that is not the `last` stops with finish reason "rejected"
+  (its answer could no longer pass); the last one keeps the item and finishes unchecked,
+  so an answer of the declared type always comes back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from byllm_distill.runtime.guide import Guide
+
+TOP_K = 64  # sampling draws from at most this many of the best tokens
+ITEM_REDRAWS = 4  # an item failing prefix checks is drawn again at most this often in a row
+ATTEMPT_REDRAWS = 24  # ... and at most this often per attempt
+REDRAW_HEAT = 0.7  # a whole-item redraw samples at least this hot, a little hotter each time
+
+
+@dataclass
+class _Checkpoint:
+    """Everything a rollback returns to."""
+
+    tokens: int
+    n_past: int
+    logits: Any
+    grammar: Any
+    cursor: Any
+
+    @classmethod
+    def take(cls, out: list[int], llama: Any, logits: Any, grammar: Any, guide: Guide,
+             owned: list[Any]) -> _Checkpoint:
+        return cls(len(out), llama.n_tokens, logits.copy(), _clone(grammar, owned),
+                   guide.state())
+
+    def grammar_copy(self, owned: list[Any]) -> Any:
+        """A fresh copy of the saved grammar state (the saved one stays for the next)."""
+        return _clone(self.grammar, owned)
+
+
+def _clone(grammar: Any, owned: list[Any]) -> Any:
+    import llama_cpp
+
+    if grammar is None:
+        return None
+    copy = llama_cpp.llama_sampler_clone(grammar)
+    owned.append(copy)
+    return copy
+
+
+class _DeadEnd(Exception):
+    """No token is allowed here (the grammar and a number's allowed values disagree)."""
+
+
+class Decoder:
+    def __init__(self, llama: Any, max_tokens: int) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self.llama = llama
+        self.max_tokens = max_tokens
+        self.vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self.n_vocab = llama.n_vocab()
+        self._all = (llama_cpp.llama_token_data * self.n_vocab)()
+        self._all_view = np.frombuffer(self._all, dtype=np.dtype(
+            [("id", np.int32), ("logit", np.float32), ("p", np.float32)]))
+        self._all_view["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._digit_tokens: dict[int, str] | None = None
+
+    # Sampling ----------------------------------------------------------------------------
+
+    def logits(self) -> Any:
+        import numpy as np
+
+        return np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
+
+    def grammar_allows(self, grammar: Any, token: int, logit: float) -> bool:
+        import llama_cpp
+
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, logit, 0.0
+        candidates = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._one, llama_cpp.llama_token_data_p), size=1, selected=-1,
+            sorted=False)
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
+        return math.isfinite(self._one[0].logit)
+
+    def grammar_filter(self, grammar: Any, logits: Any) -> Any:
+        """`logits` with every token the grammar forbids now set to -inf (a copy)."""
+        import llama_cpp
+
+        self._all_view["logit"] = logits
+        candidates = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(self._all, llama_cpp.llama_token_data_p), size=self.n_vocab,
+            selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(grammar, ctypes.byref(candidates))
+        return self._all_view["logit"].copy()
+
+    @staticmethod
+    def pick(logits: Any, temperature: float, top_p: float, rng: Any) -> int:
+        """Greedy at temperature 0, else a draw from the top-p mass of the best tokens."""
+        import numpy as np
+
+        if temperature <= 0.0:
+            return int(np.argmax(logits))
+        top = np.argpartition(logits, -TOP_K)[-TOP_K:]
+        top = top[np.argsort(logits[top])[::-1]]
+        top = top[np.isfinite(logits[top])]
+        if len(top) == 0:
+            raise _DeadEnd
+        weights = np.exp((logits[top] - logits[top[0]]) / temperature)
+        weights /= weights.sum()
+        keep = min(len(top), int(np.searchsorted(np.cumsum(weights), top_p)) + 1)
+        weights = weights[:keep] / weights[:keep].sum()
+        return int(top[rng.choice(keep, p=weights)])
+
+    def _sample(self, logits: Any, grammar: Any, heat: float, top_p: float, rng: Any) -> int:
+        import llama_cpp
+        import numpy as np
+
+        token = self.pick(logits, heat, top_p, rng)
+        if grammar is not None:
+            if not self.grammar_allows(grammar, token, float(logits[token])):
+                filtered = self.grammar_filter(grammar, logits)
+                if not np.isfinite(filtered).any():
+                    raise _DeadEnd
+                token = self.pick(filtered, heat, top_p, rng)
+            llama_cpp.llama_sampler_accept(grammar, token)
+        return token
+
+    # Numbers with allowed values ---------------------------------------------------------
+
+    def digit_tokens(self) -> dict[int, str]:
+        """Tokens made only of ASCII digits, by id (built once, on the first repair)."""
+        if self._digit_tokens is None:
+            found = {}
+            for token in range(self.n_vocab):
+                text = self.llama.detokenize([token], special=False)
+                if text and text.isdigit() and text.isascii():
+                    found[token] = text.decode()
+            self._digit_tokens = found
+        return self._digit_tokens
+
+    def number_mask(self, logits: Any, prefix: str, allowed: frozenset[str]) -> Any:
+        """`logits` where only tokens that keep the number on the way to an allowed value
+        survive: digits that extend `prefix` towards one, anything else only when `prefix`
+        already is one (a copy)."""
+        import numpy as np
+
+        digits = self.digit_tokens()
+        keep = [t for t, d in digits.items() if any(v.startswith(prefix + d) for v in allowed)]
+        if prefix in allowed:
+            masked = logits.copy()
+            banned = [t for t in digits if t not in set(keep)]
+            masked[banned] = -np.inf
+            return masked
+        masked = np.full_like(logits, -np.inf)
+        masked[keep] = logits[keep]
+        return masked
+
+    # The loop ----------------------------------------------------------------------------
+
+    def run(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
+            rng: Any, guide: Guide | None = None, last: bool = True
+            ) -> tuple[list[int], str, int]:
+        """(tokens, finish reason, redraws) for one attempt (see the module docstring)."""
+        import llama_cpp
+
+        llama = self.llama
+        llama.reset()
+        llama.eval(prompt)
+        logits = self.logits()
+        out: list[int] = []
+        owned: list[Any] = []  # grammar clones to free
+        item: _Checkpoint | None = None  # after the last item that passed
+        before: _Checkpoint | None = None  # before the current token (a number may start)
+        number: _Checkpoint | None = None  # before the last number's first token
+        allowed: frozenset[str] | None = None  # values the number being redrawn may take
+        repaired: _Checkpoint | None = None  # a number is redrawn among passing values once
+        in_a_row = redraws = 0
+        try:
+            if guide is not None:
+                item = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                before = item
+            while len(out) < self.max_tokens:
+                heat = temperature if in_a_row == 0 or allowed is not None else max(
+                    temperature, REDRAW_HEAT) * (1.0 + 0.15 * in_a_row)
+                try:
+                    shaped = (logits if allowed is None or guide is None
+                              else self.number_mask(logits, guide.number_prefix(), allowed))
+                    token = self._sample(shaped, grammar, heat, top_p, rng)
+                except _DeadEnd:
+                    if allowed is None or item is None or guide is None:
+                        raise
+                    allowed = number = None  # the repair cannot finish: redraw the item
+                    before = item
+                    logits, grammar = self._rollback(item, out, guide, owned)
+                    continue
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                    return out, "stop", redraws
+                out.append(token)
+                verdict = None
+                if guide is not None:
+                    starts = guide.number_prefix() == ""
+                    verdict = guide.feed(llama.detokenize([token], special=False))
+                    if starts and guide.number_prefix():
+                        number = before
+                    if allowed is not None and not guide.number_prefix():
+                        allowed = None  # the redrawn number is complete
+                if verdict is False and item is not None and guide is not None:
+                    if in_a_row >= ITEM_REDRAWS or redraws >= ATTEMPT_REDRAWS:
+                        if not last:
+                            return out, "rejected", redraws
+                        guide = item = None  # keep the item and finish unchecked
+                    else:
+                        in_a_row += 1
+                        redraws += 1
+                        values = (guide.passing_numbers()
+                                  if number is not None and number is not repaired
+                                  and number.tokens >= item.tokens else None)
+                        if values:  # redraw the last number among the values that pass
+                            allowed, before = frozenset(values), number
+                            repaired = number
+                        else:  # redraw the whole item
+                            allowed, before, number = None, item, None
+                        logits, grammar = self._rollback(before, out, guide, owned)
+                        continue
+                llama.eval([token])
+                logits = self.logits()
+                if guide is not None:
+                    if verdict:
+                        item = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                        before = item
+                        in_a_row = 0
+                    elif not guide.number_prefix():
+                        before = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+            return out, "length", redraws
+        finally:
+            for sampler in owned:
+                llama_cpp.llama_sampler_free(sampler)
+
+    def _rollback(self, to: _Checkpoint, out: list[int], guide: Guide, owned: list[Any]
+                  ) -> tuple[Any, Any]:
+        """Return to `to`: (its logits, a fresh copy of its grammar)."""
+        del out[to.tokens:]
+        self.llama.n_tokens = to.n_past  # the next eval drops the rest of the KV cache
+        guide.restore(to.cursor)
+        return to.logits, to.grammar_copy(owned)
