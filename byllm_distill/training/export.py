@@ -34,7 +34,7 @@ from typing import Any
 from byllm_distill.training import TrainingError
 from byllm_distill.training.base_model import BaseModelRef, cache_root, load_tokenizer
 
-QUANT_TYPES = ("Q4_K_M", "Q8_0", "F16")
+QUANT_TYPES = ("Q4_K_M", "Q4_0", "Q8_0", "F16")
 CONVERTER = "convert_hf_to_gguf.py"
 # What the converter imports from the llama.cpp tree; nothing else is kept.
 _KEEP = (CONVERTER, "conversion/", "gguf-py/", "LICENSE")
@@ -181,6 +181,7 @@ def quantize(src: Path, dst: Path, quant: str = "Q4_K_M", threads: int = 2) -> P
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = {"Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+                    "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
                     "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[quant]
     params.nthread = threads
     # llama.cpp writes a line per tensor straight to stderr; keep it for the error message.
