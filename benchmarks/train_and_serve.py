@@ -17,8 +17,8 @@ exports the GGUF, and answers every held-out input with the student. Prints:
   fallback), with the mean number of attempts. Latency counts every attempt.
 
     .venv/bin/python benchmarks/train_and_serve.py [--records 200] [--steps N | --epochs E]
-        [--quant Q4_K_M] [--json out.json] [--serve-only VERSION_DIR] [--temperature T]
-        [--unguided]
+        [--quant Q4_K_M|Q4_0|Q8_0|F16] [--json out.json] [--serve-only VERSION_DIR]
+        [--temperature T] [--unguided]
 
 Targets on 2 cores: >= 120 training tokens/s; compact prompts >= 3x smaller; student p50
 <= 1.5 s per map; student validity >= 90% after the default training budget.
@@ -80,7 +80,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--epochs", type=float)
-    parser.add_argument("--quant", default="Q4_K_M", choices=["Q4_K_M", "Q8_0", "F16"])
+    parser.add_argument("--quant", default="Q4_K_M", choices=["Q4_K_M", "Q4_0", "Q8_0", "F16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--serve-only", type=Path, metavar="VERSION_DIR",

@@ -113,3 +113,37 @@ def test_decode_prefix_needs_every_fixed_field(codec, records) -> None:
     out = codec.decode_prefix([[2, 3]], args)
     assert out["player_pos"] == {"x": 2, "y": 3} and out["enemies"] == []
     assert out["level"] == args["level"]
+
+
+def test_passing_numbers_lists_the_values_that_fix_the_last_number(codec, records) -> None:
+    record = records[7]
+    bad = dict(record.output)
+    wall = bad["walls"][0]["start_pos"]
+    bad["enemies"] = [dict(wall), *bad["enemies"][1:]]
+    guide = guide_for(SITE, codec, record.args, RESPONSE_FORMAT)
+    text = codec.encode(bad)
+    for piece in _pieces(text, 1):
+        if guide.feed(piece) is False:
+            break
+    assert guide.number_prefix() == ""
+    values = guide.passing_numbers()
+    assert values and str(wall["y"]) not in values
+    height = record.args["level"]["height"]
+    for value in values:
+        fixed = dict(bad)
+        fixed["enemies"] = [{"x": wall["x"], "y": int(value)}, *bad["enemies"][1:]]
+        cut = dict(fixed, enemies=fixed["enemies"][:1])
+        verdicts = {v.name: v.passed for v in check_map(cut)}
+        assert verdicts["no_overlap"] and verdicts["reachable"], value
+    # Every free tile of the column that keeps away from the spawn is offered.
+    assert all(1 <= int(v) <= height for v in values)
+
+
+def test_number_prefix_follows_digits_across_pieces(codec, records) -> None:
+    guide = Guide(codec, records[0].args, lambda output: True)
+    guide.feed(b"[[1")
+    assert guide.number_prefix() == "1"
+    guide.feed(b"2")
+    assert guide.number_prefix() == "12"
+    guide.feed(b",")
+    assert guide.number_prefix() == ""

@@ -124,8 +124,9 @@ def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Pa
     config, store, version = trained
     args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
     spec = StudentSpec.from_folder(SITE, version.path, version=1)
+    # The base is served from Q4_0 (the student from the default Q4_K_M): both load.
     base_gguf = quantize_gguf(convert_to_gguf(base.path, tmp_path / "base-f16.gguf"),
-                              tmp_path / "base.gguf")
+                              tmp_path / "base.gguf", "Q4_0")
     base_spec = replace(spec, gguf=base_gguf)
     try:
         student = Engine(spec, *_load_llama(spec))
