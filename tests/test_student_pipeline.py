@@ -142,17 +142,20 @@ def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Pa
     json.loads(sampled[0])
 
 
+@pytest.mark.parametrize("coordinate", ["x", "y"])
 def test_guided_decoding_redraws_items_that_fail_a_prefix_check(
-        trained, monkeypatch: pytest.MonkeyPatch) -> None:
+        trained, coordinate: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A prefix-closed check on enemies makes the student draw a failing enemy again as
-    soon as it is written; without the guide, the same draws break the rule."""
+    soon as it is written; without the guide, the same draws break the rule. An odd `x`
+    (not the item's last number) needs the whole enemy redrawn; an odd `y` (its last
+    number) is redrawn alone, among the values that pass."""
     from byllm_distill.runtime.engine import engine_for, unload
     from byllm_distill.validators import registry
     from byllm_distill.validators.base import Verdict
 
     def even_columns(record):
-        odd = [e for e in record.output["enemies"] if e["x"] % 2]
-        return [Verdict("enemies_on_even_columns", not odd, f"{len(odd)} on odd columns")]
+        odd = [e for e in record.output["enemies"] if e[coordinate] % 2]
+        return [Verdict("enemies_on_even_columns", not odd, f"{len(odd)} on odd places")]
 
     registry.for_site(SITE)  # entry points load now, so the patch below is what stays
     monkeypatch.setattr(registry, "_by_pattern", [(SITE, even_columns)])
