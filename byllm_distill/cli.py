@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from byllm_distill.cli_common import friendly_errors, get_config, open_store
+from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import StoreError
 from byllm_distill.store import Record, RecordFilter, Store
@@ -113,9 +113,13 @@ def _site_line(site: dict[str, Any]) -> str:
             f"{records['shadow']} shadow, {records['eval']} eval")
     gate = site["gate"]
     if gate:
-        verdict = "passes" if gate["passed"] else "; ".join(gate["reasons"]) or "fails"
-        line += (f"\n  {gate['kind']} gate: {gate['passes']}/{gate['n']} pass, lower bound "
+        verdict = "passes" if gate["passed"] else (
+            f"refused: {gate['reasons'][0]}" if gate["reasons"] else "fails")
+        if gate["kind"] == "live":
+            verdict = "holds" if gate["passed"] else f"fails: {gate['reasons'][0]}"
+        line += (f"\n  {gate['kind']} gate: {gate['passes']}/{gate['n']} valid, lower bound "
                  f"{gate['lower_bound']:.3f} ({verdict})")
+        line += "".join(f"\n    {text}" for text in criteria_lines(gate.get("criteria") or []))
     due = site["next_due"]
     line += (f"\n  next training: {due['new_valid_records']}/{due['needed']} new valid "
              f"records{' (due)' if due['due'] else ''}")

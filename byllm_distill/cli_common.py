@@ -35,3 +35,16 @@ def get_config() -> DistillConfig:
 
 def open_store() -> Store:
     return Store(get_config().database_url)
+
+
+def criteria_lines(criteria: list[dict[str, Any]]) -> list[str]:
+    """One line per gate criterion: mark, name, value, bound vs bar, n."""
+    def num(value: Any) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = []
+    for x in criteria:
+        mark = {True: "ok ", False: "NO ", None: "n/a"}[x.get("passed")]
+        lines.append(f"{mark} {x['name']:<28} value {num(x.get('value')):>7}  bound "
+                     f"{num(x.get('bound')):>7}  bar {num(x.get('bar')):>6}  n {x.get('n')}")
+    return lines

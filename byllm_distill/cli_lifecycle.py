@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 
-from byllm_distill.cli_common import friendly_errors, get_config, open_store
-from byllm_distill.errors import DistillError
+from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
 from byllm_distill.registry import SiteRegistry
-from byllm_distill.store.events import log_event, site_events
+from byllm_distill.store.events import site_events
 
 
 def _registry(site: str) -> SiteRegistry:
@@ -67,27 +66,20 @@ def register(main: click.Group) -> None:
     @friendly_errors
     def promote(site: str, version: int | None, shadow: bool) -> None:
         """Serve a site from VERSION (default: the newest), skipping the gate."""
-        registry = _registry(site)
-        if version is None:
-            versions = registry.versions()
-            if not versions:
-                raise DistillError(f"{site} has no versions; run `byllm-distill train {site}`.")
-            version = versions[-1].number
-        mode = "shadow" if shadow else "student"
-        state = registry.activate(version, mode=mode)
-        log_event(open_store(), site, "promoted", version, manual=True, mode=mode)
-        click.echo(f"{site}: version {version} active in {state.mode} mode.")
+        from byllm_distill.lifecycle import promote_manually
+
+        state = promote_manually(open_store(), _registry(site), version,
+                                 mode="shadow" if shadow else "student")
+        click.echo(f"{site}: version {state.active} active in {state.mode} mode.")
 
     @main.command()
     @click.argument("site")
     @friendly_errors
     def rollback(site: str) -> None:
         """Go back to the previous version (or the teacher when there is none)."""
-        registry = _registry(site)
-        before = registry.state().active
-        state = registry.rollback()
-        log_event(open_store(), site, "rolled_back", before, manual=True,
-                  to=state.active or "teacher")
+        from byllm_distill.lifecycle import rollback_manually
+
+        state = rollback_manually(open_store(), _registry(site))
         click.echo(f"{site}: now served by "
                    f"{'version ' + str(state.active) if state.active else 'the teacher'}.")
 
@@ -131,6 +123,8 @@ def register(main: click.Group) -> None:
                 continue
             version = f"v{e.version}" if e.version is not None else "-"
             click.echo(f"{e.created_at[:19]}  {e.kind:<16} {version:<5} {_summary(e.details)}")
+            for line in criteria_lines(e.details.get("criteria") or []):
+                click.echo(f"{'':<43}{line}")
 
     @main.command()
     @click.option("--once", is_flag=True, help="One scheduling round, then exit.")
@@ -179,8 +173,12 @@ def register(main: click.Group) -> None:
 
 
 def _summary(details: dict[str, Any]) -> str:
-    keys = ("n", "passes", "lower_bound", "agreement", "reasons", "to", "manual", "error")
+    keys = ("n", "passes", "lower_bound", "to", "manual", "error")
     parts = [f"{k}={details[k]}" for k in keys if details.get(k) not in (None, [], "")]
+    reasons = details.get("reasons") or []
+    if reasons:
+        parts.append(f"refused: {reasons[0]}" + (f" (+{len(reasons) - 1} more)"
+                                                 if len(reasons) > 1 else ""))
     held = details.get("heldout")
     if isinstance(held, dict):
         parts.append(f"heldout {held.get('passes')}/{held.get('n')} "

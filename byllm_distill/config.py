@@ -31,19 +31,45 @@ class SiteSettings:
     """Routing and promotion settings; defaults apply to every site unless overridden."""
 
     threshold: float = field(default=0.9, metadata={
-        "help": "Promote when the Wilson 95% lower bound of the student's validator pass "
-                "rate (held-out + shadow samples) is at least this."})
+        "help": "Validity: promote only when the Wilson 95% lower bound of the student's "
+                "pass-every-validator rate (held-out + shadow answers) is at least this."})
+    agreement_margin: float = field(default=0.1, metadata={
+        "help": "Agreement: per top-level answer field, the student's exact agreement with "
+                "the teacher may fall at most this far below the teacher's agreement with "
+                "itself (lower 95% bound of the difference)."})
+    fidelity_margin: float = field(default=0.05, metadata={
+        "help": "Fidelity: the student's distance to the teacher's answers (per-path value "
+                "distributions) may exceed the teacher's split-half distance by at most "
+                "this (upper 95% bootstrap bound)."})
+    margins: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "Margins of the site's task fidelity criteria by name, e.g. "
+                "{rpg_patterns = 0.05}; unset names keep the task's own default."})
+    teacher_repeats: int = field(default=40, metadata={
+        "help": "Shadow inputs per site contract that the teacher is asked a second time, "
+                "to measure its self-agreement (a cost: one extra teacher call each). 0 "
+                "assumes a deterministic teacher: every field must then match."})
+    rating_margin: float = field(default=0.5, metadata={
+        "help": "Ratings: the student's mean rubric score may be at most this below the "
+                "teacher's (lower 95% bound), when both have min_ratings ratings."})
+    preference_margin: float = field(default=0.1, metadata={
+        "help": "Ratings: the student's win rate in blind side-by-side preferences may be "
+                "at most this below 0.5 (lower 95% bound)."})
+    min_ratings: int = field(default=5, metadata={
+        "help": "Ratings (or preferences) each side needs before they count in the gate."})
     agreement: float = field(default=0.0, metadata={
-        "help": "...and the student's mean agreement with the teacher is at least this "
-                "(0 disables; raise it for sites with one right answer)."})
+        "help": "Legacy: also require the mean leaf agreement with the teacher to be at "
+                "least this (a point estimate; 0 disables)."})
     min_samples: int = field(default=20, metadata={
-        "help": "...and at least this many scored samples exist (held-out + shadow)."})
+        "help": "Scored answers needed before the gate decides (held-out + shadow), and "
+                "teacher-checked served answers before quality can roll a student back."})
     min_shadow: int = field(default=3, metadata={
         "help": "...of which at least this many are live shadow samples."})
     rollback_below: float = field(default=0.75, metadata={
-        "help": "Roll back when the Wilson lower bound of live checks falls below this."})
+        "help": "Validity rollback: roll back when the Wilson lower bound of the recent "
+                "served answers' pass rate falls below this."})
     rollback_window: int = field(default=50, metadata={
-        "help": "Live checks considered for rollback: the most recent N student answers."})
+        "help": "Rollback window: the most recent N served answers (validity) and the "
+                "most recent N of them checked against the teacher (agreement, fidelity)."})
     check_fraction: float = field(default=0.05, metadata={
         "help": "Fraction of student-served calls also sent to the teacher and compared."})
     shadow_fraction: float = field(default=1.0, metadata={
@@ -51,13 +77,21 @@ class SiteSettings:
 
     def __post_init__(self) -> None:
         for name in ("threshold", "agreement", "rollback_below", "check_fraction",
-                     "shadow_fraction"):
+                     "shadow_fraction", "agreement_margin", "fidelity_margin",
+                     "preference_margin"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"'{name}' must be between 0 and 1, got {value!r}.")
-        if self.min_shadow < 0:
-            raise ConfigError(f"'min_shadow' must be 0 or more, got {self.min_shadow!r}.")
-        for name in ("min_samples", "rollback_window"):
+        for name in ("min_shadow", "teacher_repeats"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"'{name}' must be 0 or more, got {getattr(self, name)!r}.")
+        if self.rating_margin < 0:
+            raise ConfigError(f"'rating_margin' must be 0 or more, got {self.rating_margin!r}.")
+        for key, value in self.margins.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"'margins.{key}' must be a number of 0 or more, got "
+                                  f"{value!r}.")
+        for name in ("min_samples", "rollback_window", "min_ratings"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"'{name}' must be at least 1, got {getattr(self, name)!r}.")
 
@@ -183,6 +217,22 @@ def _coerce(name: str, value: object, origin: str) -> object:
             what = "a number" if kind is float else "a whole number"
             raise ConfigError(f"{origin}: '{name}' must be {what}, got {value!r}.") from exc
         return number
+    if typing.get_origin(kind) is dict:
+        if isinstance(value, str):
+            try:
+                value = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{origin}: '{name}' must be a table such as "
+                                  f"{{rpg_patterns = 0.05}}, got {value!r}.") from exc
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin}: '{name}' must be a table of name = number, got "
+                              f"{value!r}.")
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise ConfigError(f"{origin}: '{name}.{key}' must be a number, got {item!r}.")
+            out[str(key)] = float(item)
+        return out
     if typing.get_origin(kind) is tuple:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):

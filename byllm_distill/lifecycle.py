@@ -1,12 +1,19 @@
 """A site's student lifecycle: train → evaluate on held-out → shadow → (gate) → student.
 
+This module owns every decision about which model serves a site, and logs each one with
+its numbers in the decision log (store/events.py): promotion and refusal
+(`promote_if_ready`, asked by the router after each shadow sample, by the worker after
+training, by the demo), rollback on failing live checks (`rollback_if_failing`, asked by
+the router), refusal of an unloadable version (`refuse_unloadable`), pins (`set_pin`) and
+the manual `promote` / `rollback` commands. The gate (gate/) only measures; the router only
+routes and asks.
+
 `run_job` is what the worker does for one queued job: train and export a new version
 (training/pipeline.py), answer every held-out input with it and score those answers
 (`source="eval"` records: validators + agreement with the teacher's answer), activate it
-in shadow mode, and log the decision with its numbers. Promotion to serving happens when
-the gate passes over held-out and live shadow samples (router.py / `promote_if_ready`).
-The active version is only replaced after the new version is complete and verified, so a
-crash or kill at any point leaves the site served as before.
+in shadow mode, and log the decision with its numbers. The active version is only replaced
+after the new version is complete and verified, so a crash or kill at any point leaves the
+site served as before.
 
 `Worker` runs jobs one at a time at low OS priority, with a heartbeat so a killed worker's
 job is retried by the next one.
@@ -23,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byllm_distill.config import DistillConfig
-from byllm_distill.gate import GateResult, promotion_gate, wilson_lower
-from byllm_distill.registry import SiteRegistry, Version
+from byllm_distill.errors import DistillError
+from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
+from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.scheduler import due_sites, quiet_now
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.events import log_event
@@ -84,19 +92,98 @@ def set_pin(store: Store, registry: SiteRegistry, target: str | None,
                   to=target, **details)
 
 
-def promote_if_ready(store: Store, config: DistillConfig, site: str) -> GateResult | None:
-    """Promote the site's shadow version if the gate passes; log the decision either way
-    (`promoted` or `gate_refused`, with the gate's numbers)."""
+def _refusal_changed(store: Store, site: str, version: int, result: GateResult) -> bool:
+    """Whether this refusal fails other criteria than the version's last logged one."""
+    from byllm_distill.store.events import site_events
+
+    last = next((e for e in site_events(store, site, limit=20, kinds=("gate_refused",))
+                 if e.version == version), None)
+    failing = sorted(x.name for x in result.failing())
+    return last is None or sorted(x.get("name") for x in last.details.get("criteria", [])
+                                  if x.get("passed") is False) != failing
+
+
+def promote_if_ready(store: Store, config: DistillConfig, site: str,
+                     version: int | None = None, log_refusal: bool = True) -> GateResult | None:
+    """Promote the site's shadow version (`version`, if given, must be the active one) if
+    the gate passes. A promotion is always logged; a refusal when `log_refusal`, and then
+    only if it fails other criteria than the version's last logged refusal (the router asks
+    after every shadow sample). None when the site is not in shadow mode or is pinned."""
     registry = SiteRegistry(config.data_dir, site)
     state = registry.state()
-    if state.mode != "shadow" or state.active is None or state.pinned is not None:
+    if (state.mode != "shadow" or state.active is None or state.pinned is not None
+            or (version is not None and state.active != version)):
         return None
-    result = promotion_gate(store, site, state.active, config.site(site))
+    result = promotion_gate(store, site, state.active, config.site(site), state.fingerprint)
     if result.passed:
         registry.update(mode="student")
-    log_event(store, site, "promoted" if result.passed else "gate_refused", state.active,
-              **result.to_dict())
+        log_event(store, site, "promoted", state.active, **result.to_dict())
+        log.info("byllm-distill: %s v%s promoted: every criterion cleared its bar (%s).",
+                 site, state.active, ", ".join(f"{x.name} {x.bound:.3f}" for x in
+                                               result.criteria if x.bound is not None))
+    elif log_refusal and _refusal_changed(store, site, state.active, result):
+        log_event(store, site, "gate_refused", state.active, **result.to_dict())
+        log.info("byllm-distill: %s v%s stays in shadow: %s", site, state.active,
+                 result.reasons[0] if result.reasons else "refused")
     return result
+
+
+def rollback_if_failing(store: Store, config: DistillConfig, site: str,
+                        version: int) -> GateResult | None:
+    """Roll the serving `version` back when a live criterion shows it is worse than the
+    teacher (validity, agreement or fidelity over the rollback window). Returns the check,
+    or None when `version` is not the one serving unpinned."""
+    registry = SiteRegistry(config.data_dir, site)
+    state = registry.state()
+    if state.active != version or state.mode != "student" or state.pinned is not None:
+        return None
+    result = live_check(store, site, version, config.site(site), state.fingerprint)
+    if not result.passed:
+        details = result.to_dict()
+        _roll_back(store, registry, version, details.pop("reasons"), **details)
+    return result
+
+
+def refuse_unloadable(store: Store, registry: SiteRegistry, version: int,
+                      reason: str) -> SiteState | None:
+    """A version whose files fail verification is never loaded: roll the site back from
+    it if it is still the active one."""
+    if registry.state().active != version:
+        return None
+    return _roll_back(store, registry, version, [reason])
+
+
+def _roll_back(store: Store, registry: SiteRegistry, version: int, reasons: list[str],
+               **details: Any) -> SiteState:
+    new = registry.rollback()
+    log_event(store, registry.site, "rolled_back", version, to=new.active or "teacher",
+              **{**details, "reasons": reasons})
+    log.warning("byllm-distill: %s v%s rolled back to %s: %s", registry.site, version,
+                f"v{new.active}" if new.active else "the teacher", "; ".join(reasons))
+    return new
+
+
+def promote_manually(store: Store, registry: SiteRegistry, version: int | None,
+                     mode: str = "student") -> SiteState:
+    """`byllm-distill promote`: activate `version` (default: the newest), skipping the gate."""
+    if version is None:
+        versions = registry.versions()
+        if not versions:
+            raise DistillError(f"{registry.site} has no versions; run `byllm-distill train "
+                               f"{registry.site}`.")
+        version = versions[-1].number
+    state = registry.activate(version, mode=mode)
+    log_event(store, registry.site, "promoted", version, manual=True, mode=mode)
+    return state
+
+
+def rollback_manually(store: Store, registry: SiteRegistry) -> SiteState:
+    """`byllm-distill rollback`: the previous version, or the teacher."""
+    before = registry.state().active
+    state = registry.rollback()
+    log_event(store, registry.site, "rolled_back", before, manual=True,
+              to=state.active or "teacher")
+    return state
 
 
 @dataclass
@@ -225,7 +312,6 @@ def lower_priority() -> None:
 
 def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any]:
     """What `status` shows per site: mode, versions, gate numbers, counts, next due."""
-    from byllm_distill.gate import live_check
     from byllm_distill.scheduler import due_info
 
     registry = SiteRegistry(config.data_dir, site)
@@ -234,11 +320,11 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
               for s in ("teacher", "student", "shadow", "eval")}
     gate = None
     if state.active is not None and state.mode == "shadow":
-        gate = {"kind": "promotion", **promotion_gate(store, site, state.active,
-                                                      config.site(site)).to_dict()}
+        gate = {"kind": "promotion", **promotion_gate(
+            store, site, state.active, config.site(site), state.fingerprint).to_dict()}
     elif state.active is not None and state.mode == "student":
-        gate = {"kind": "live", **live_check(store, site, state.active,
-                                             config.site(site)).to_dict()}
+        gate = {"kind": "live", **live_check(
+            store, site, state.active, config.site(site), state.fingerprint).to_dict()}
     due = due_info(store, config, site)
     jobs = [j for j in JobQueue(store).list(site=site, limit=1)]
     return {

@@ -8,12 +8,17 @@ when `state.json` changes) and picks a route:
   contract fingerprint differs from the one the active version was trained on (stale).
 * `shadow`: the teacher answers; the student answers the same input on a background
   thread, off the caller's path, and that answer is validated and scored for agreement
-  (`source="shadow"`). After each shadow sample the promotion gate is evaluated.
+  (`source="shadow"`). On up to `teacher_repeats` shadow inputs per site the teacher is
+  asked the same input a second time, also in the background, so the gate can measure the
+  teacher's agreement with itself (the program's answer is the first one). After each
+  shadow sample the router asks the lifecycle whether the version may be promoted.
 * `student`: the student answers (`source="student"`), validated inside the call. An
   answer that fails to parse or fails a validator falls back to the teacher within the
   same call; the teacher's answer is returned and captured as a new training example. A
   sampled fraction of served calls is also answered by the teacher in the background for
-  comparison. Live checks are evaluated periodically; below the bar, the site rolls back.
+  comparison. Every `LIVE_CHECK_EVERY` served answers the router asks the lifecycle for a
+  live check (validity, and agreement and fidelity over the teacher-checked answers); the
+  lifecycle rolls back a student that is shown to be worse.
 
 Background work (shadow samples, teacher checks, rollback checks) runs on one daemon
 thread. At interpreter exit the router waits for it at most `exit_wait` seconds, then
@@ -39,7 +44,6 @@ from byllm_distill.background import Background
 from byllm_distill.capture import Capture
 from byllm_distill.config import DistillConfig
 from byllm_distill.errors import DistillError
-from byllm_distill.gate import live_check, promotion_gate
 from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.sites import describe
 
@@ -86,6 +90,7 @@ class Router:
         self._states: dict[str, tuple[float, SiteState]] = {}
         self._warned: set[str] = set()
         self._served: dict[tuple[str, int], int] = {}
+        self._repeats: dict[tuple[str, str], int] = {}  # (site, fingerprint) -> repeats
         self._lock = threading.Lock()
         self._background = Background("byllm-distill-router")
         self._exit_hook_registered = False
@@ -146,7 +151,7 @@ class Router:
         if route.kind == "shadow":
             shadow_run = fresh_run(mt_run)
             result = await self.capture.acall(model, mt_run)
-            self._submit(self._shadow_sample, route, shadow_run, result)
+            self._submit(self._shadow_sample, route, shadow_run, result, model)
             return result
         return await asyncio.to_thread(self._serve_student, model, mt_run, route)
 
@@ -202,7 +207,7 @@ class Router:
     def _serve_shadow(self, model: Any, mt_run: Any, route: Route) -> Any:
         shadow_run = fresh_run(mt_run)  # before the teacher's answer is appended
         result = self.capture.call(model, mt_run)
-        self._submit(self._shadow_sample, route, shadow_run, result)
+        self._submit(self._shadow_sample, route, shadow_run, result, model)
         return result
 
     # -- background work -----------------------------------------------------------------
@@ -222,16 +227,40 @@ class Router:
                 self._exit_hook_registered = True
         self._background.submit(guarded)
 
-    def _shadow_sample(self, route: Route, shadow_run: Any, teacher_result: Any) -> None:
+    def _shadow_sample(self, route: Route, shadow_run: Any, teacher_result: Any,
+                       model: Any = None) -> None:
         try:
             student = self._student(route)
         except Exception as exc:  # noqa: BLE001
             self._student_unloadable(route, exc)
             return
-        self.capture.run(student, shadow_run, source="shadow", version=route.version,
-                         validate_now=True, reference=teacher_result)
+        outcome = self.capture.run(student, shadow_run, source="shadow", version=route.version,
+                                   validate_now=True, reference=teacher_result)
+        if model is not None and outcome.record is not None and self._wants_repeat(
+                route.site, outcome.record.fingerprint):
+            self.capture.run(model, fresh_run(shadow_run), source="teacher")
         self.capture.flush()
         self.maybe_promote(route.site, route.version)
+
+    def _wants_repeat(self, site: str, fingerprint: str) -> bool:
+        """Whether to ask the teacher this input again: fewer than `teacher_repeats` of
+        the contract's inputs have two teacher answers (counted once from the store)."""
+        cap = self.config.site(site).teacher_repeats
+        if cap <= 0:
+            return False
+        key = (site, fingerprint)
+        if key not in self._repeats:
+            from byllm_distill.gate.samples import repeat_pairs, teacher_answers
+
+            self.capture.flush()
+            found = len(repeat_pairs(teacher_answers(self._store(), site, fingerprint)))
+            with self._lock:
+                self._repeats.setdefault(key, found)
+        with self._lock:
+            if self._repeats[key] >= cap:
+                return False
+            self._repeats[key] += 1
+            return True
 
     def _teacher_check(self, model: Any, check_run: Any, student_result: Any,
                        student_record: Any) -> None:
@@ -265,52 +294,29 @@ class Router:
             return self._store_obj
 
     def maybe_promote(self, site: str, version: int) -> bool:
-        from byllm_distill.store.events import log_event
+        """Ask the lifecycle to promote `version` (it decides and logs)."""
+        from byllm_distill.lifecycle import promote_if_ready
 
-        registry = self.registry(site)
-        state = registry.state()
-        if state.mode != "shadow" or state.active != version or state.pinned is not None:
-            return False
         self.capture.flush()
-        store = self._store()
-        result = promotion_gate(store, site, version, self.config.site(site))
-        if not result.passed:
-            return False
-        registry.update(mode="student")
-        log_event(store, site, "promoted", version, **result.to_dict())
-        log.info("byllm-distill: %s v%s promoted: %s", site, version, result.to_dict())
-        return True
+        result = promote_if_ready(self._store(), self.config, site, version)
+        return bool(result and result.passed)
 
     def maybe_rollback(self, site: str, version: int) -> bool:
-        from byllm_distill.store.events import log_event
+        """Ask the lifecycle for a live check of `version` (it decides and logs)."""
+        from byllm_distill.lifecycle import rollback_if_failing
 
         self.capture.flush()
-        store = self._store()
-        result = live_check(store, site, version, self.config.site(site))
-        if result.passed:
-            return False
-        registry = self.registry(site)
-        if registry.state().active != version:
-            return False
-        new = registry.rollback()
-        log_event(store, site, "rolled_back", version, to=new.active or "teacher",
-                  **result.to_dict())
-        log.warning("byllm-distill: %s v%s rolled back to %s: %s", site, version,
-                    new.active or "the teacher", "; ".join(result.reasons))
-        return True
+        result = rollback_if_failing(self._store(), self.config, site, version)
+        return bool(result and not result.passed)
 
     def _student_unloadable(self, route: Route, exc: Exception) -> None:
         self._warn_once(f"load:{route.site}:{route.version}", "byllm-distill: %s v%s cannot "
                         "be loaded (%s); the teacher answers.", route.site, route.version, exc)
         if route.pinned or not isinstance(exc, DistillError):
             return
-        from byllm_distill.store.events import log_event
+        from byllm_distill.lifecycle import refuse_unloadable
 
-        registry = self.registry(route.site)
-        if registry.state().active == route.version:
-            new = registry.rollback()
-            log_event(self._store(), route.site, "rolled_back", route.version,
-                      to=new.active or "teacher", reasons=[str(exc)])
+        refuse_unloadable(self._store(), self.registry(route.site), route.version, str(exc))
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         with self._lock:

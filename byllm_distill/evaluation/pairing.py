@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from byllm_distill.agreement import agreement as leaf_agreement
-from byllm_distill.serialize import dumps_canonical
 from byllm_distill.store.record import Record
 from byllm_distill.validators import registry as validators
 
@@ -66,7 +65,7 @@ class EvalData:
 
 def args_key(record: Record) -> str:
     """Identity of an input: the site plus its canonical arguments."""
-    return record.site + "\n" + dumps_canonical(record.args)
+    return record.input_key()
 
 
 def heldout_split(records: Sequence[Record], heldout_ids: Iterable[str] | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from byllm_distill.evaluation.stats import krippendorff_alpha, mean_ci, wilson
+from byllm_distill.stats import krippendorff_alpha, mean_ci, wilson
 from byllm_distill.store.record import Record
 
 RUBRIC: tuple[tuple[str, str, str], ...] = (

@@ -4,7 +4,9 @@ A task metric is a `TaskMetric`: a name, `compute(data: EvalData) -> dict` (JSON
 numbers, lists and dicts; see pairing.py for `EvalData`), and optional hooks for the
 report and the rating tool: `plot(result, out_dir) -> list[Path]` draws PNGs of that
 result; `render(output, path) -> Path | None` draws one output of the site (a map, say)
-as a PNG, or returns None when it cannot; `legend` says how to read such a picture.
+as a PNG, or returns None when it cannot; `legend` says how to read such a picture;
+`criteria` are the task's fidelity distances (`gate.SetDistance`), which the promotion
+gate and the rollback check judge against the teacher's split-half baseline.
 Metrics are registered against a call-site pattern, an exact key or a glob, exactly like
 validators (validators/registry.py).
 
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from byllm_distill.evaluation.pairing import EvalData
+    from byllm_distill.gate.fidelity import SetDistance
 
 log = logging.getLogger("byllm_distill")
 
@@ -43,6 +46,7 @@ class TaskMetric:
     plot: Callable[[dict[str, Any], Path], list[Path]] | None = None
     render: Callable[[Any, Path], Path | None] | None = None
     legend: str = ""
+    criteria: tuple[SetDistance, ...] = ()
 
 
 class MetricRegistry:

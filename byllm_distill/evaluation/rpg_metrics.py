@@ -13,6 +13,13 @@ Maps (`rpg_map`), each for teacher and student over the same inputs:
 - `memorisation`: per map, the Hamming distance to the nearest training map of the same
   size; `exact_copies` counts distance 0. Teacher maps are measured too, as the baseline.
 
+Gate criteria (fidelity distances the promotion gate and rollback judge against the
+teacher's split-half baseline, see gate/fidelity.py): `rpg_patterns`, KL(reference ||
+candidate) of the smoothed 2x2 pattern distributions; `rpg_diversity`, how much lower the
+candidate's mean pairwise Hamming distance is than the reference's, as a fraction of it
+(0 when it is as diverse or more). Their margins are `PATTERN_MARGIN` and
+`DIVERSITY_MARGIN` unless `margins` in jac.toml overrides them.
+
 Levels (`rpg_level`): `difficulty_progression`, the fraction of sequences (the call's
 `last_levels` followed by the answer, for calls with at least one previous level) whose
 difficulty never decreases, likewise `enemies_non_decreasing`, and
@@ -31,6 +38,7 @@ import numpy as np
 
 from byllm_distill.evaluation.pairing import EvalData
 from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric
+from byllm_distill.gate.fidelity import Rows, SetDistance
 from byllm_distill.rpg.checks import check_map, wall_tolerance
 from byllm_distill.rpg.metrics import diversity
 from byllm_distill.rpg.render import to_ascii, to_png
@@ -40,6 +48,8 @@ MAP_SITES = "*create_next_map"
 LEVEL_SITES = "*create_next_level"
 SMOOTHING = 0.5
 TOP_PATTERNS = 16
+PATTERN_MARGIN = 0.05
+DIVERSITY_MARGIN = 0.15
 MAP_LEGEND = ("Blue disc: the player's spawn. Red discs: enemies. Dark squares: the border "
               "and walls. Grey squares: small obstacles. Sand: floor.")
 
@@ -249,6 +259,71 @@ def plot_levels(result: dict[str, Any], out_dir: Path) -> list[Path]:
         "Sequences that never get easier", "fraction of sequences", ylim=(0, 1.2))]
 
 
+def _pattern_prepare(outputs: Sequence[Any]) -> tuple[np.ndarray, list[bool]]:
+    """One row of 2x2-pattern counts per map (zeros for an answer that is not a map)."""
+    grids = [_grid(o) for o in outputs]
+    counters = [patterns_2x2([g]) if g else Counter() for g in grids]
+    vocab = sorted({k for c in counters for k in c}) or [""]
+    index = {k: j for j, k in enumerate(vocab)}
+    rows = np.zeros((len(outputs), len(vocab)), dtype=np.float64)
+    for i, counter in enumerate(counters):
+        for key, count in counter.items():
+            rows[i, index[key]] = count
+    return rows, [g is not None for g in grids]
+
+
+def pattern_kl(reference: Rows, candidate: Rows) -> float:
+    """KL(reference || candidate) of the smoothed pattern distributions (as `kl`)."""
+    p = reference.data[reference.idx].sum(axis=0)
+    q = candidate.data[candidate.idx].sum(axis=0)
+    support = (p + q) > 0
+    if not support.any():
+        return 0.0
+    p, q = p[support] + SMOOTHING, q[support] + SMOOTHING
+    p, q = p / p.sum(), q / q.sum()
+    return float((p * np.log(p / q)).sum())
+
+
+def _hamming_prepare(outputs: Sequence[Any]) -> tuple[np.ndarray, list[bool]]:
+    """The pairwise Hamming matrix of the maps (NaN between maps of different sizes)."""
+    grids = [_grid(o) for o in outputs]
+    matrix = np.full((len(grids), len(grids)), np.nan)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, grid in enumerate(grids):
+        if grid:
+            rows = grid.split("\n")
+            by_size.setdefault((len(rows[0]), len(rows)), []).append(i)
+    for members in by_size.values():
+        tiles = np.stack([np.frombuffer(grids[i].encode(), dtype=np.uint8) for i in members])
+        distances = (tiles[:, None, :] != tiles[None, :, :]).sum(axis=2)
+        matrix[np.ix_(members, members)] = distances
+    return matrix, [g is not None for g in grids]
+
+
+def _mean_pairwise(rows: Rows) -> float | None:
+    sub = rows.data[np.ix_(rows.idx, rows.idx)]
+    upper = sub[np.triu_indices(len(rows.idx), k=1)]
+    upper = upper[~np.isnan(upper)]
+    return float(upper.mean()) if upper.size else None
+
+
+def diversity_loss(reference: Rows, candidate: Rows) -> float:
+    """How much less diverse the candidate maps are, as a fraction of the reference's mean
+    pairwise Hamming distance (0 when as diverse or more)."""
+    h_ref, h_cand = _mean_pairwise(reference), _mean_pairwise(candidate)
+    if not h_ref:
+        return 0.0
+    return max(0.0, (h_ref - (h_cand or 0.0)) / h_ref)
+
+
+MAP_CRITERIA = (
+    SetDistance("rpg_patterns", _pattern_prepare, pattern_kl, PATTERN_MARGIN,
+                "2x2 tile-pattern KL"),
+    SetDistance("rpg_diversity", _hamming_prepare, diversity_loss, DIVERSITY_MARGIN,
+                "loss of mean pairwise Hamming diversity"),
+)
+
+
 def render_map(output: Any, path: Path) -> Path | None:
     try:
         return to_png(output, path)
@@ -258,5 +333,5 @@ def render_map(output: Any, path: Path) -> Path | None:
 
 def register(registry: MetricRegistry) -> None:
     registry.register(MAP_SITES, TaskMetric("rpg_map", map_metrics, plot_maps, render_map,
-                                            MAP_LEGEND))
+                                            MAP_LEGEND, MAP_CRITERIA))
     registry.register(LEVEL_SITES, TaskMetric("rpg_level", level_metrics, plot_levels))

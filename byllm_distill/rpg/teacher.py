@@ -32,20 +32,25 @@ class OfflineDesigner(BaseLLM):
     """A byLLM model that designs `Level`s and `Map`s procedurally, seeded."""
 
     seed: int = 0
-    _calls: int = 0
+    _asked: dict | None = None
     _lock: threading.Lock = threading.Lock()
 
     def reseed(self, seed: int) -> None:
         """Start a new, reproducible sequence of designs (one per corpus run)."""
         with self._lock:
             self.seed = seed
-            self._calls = 0
+            self._asked = {}
 
     def _rng(self, args: dict[str, Any]) -> random.Random:
+        """Seeded by the input and how often it was asked: asking one input again (the
+        router's teacher repeats) gives another design and leaves every other answer as
+        it would have been."""
+        key = dumps_canonical(args)
         with self._lock:
-            self._calls += 1
-            calls = self._calls
-        return random.Random(f"{self.seed}:{calls}:{dumps_canonical(args)}")
+            if self._asked is None:
+                self._asked = {}
+            self._asked[key] = asked = self._asked.get(key, 0) + 1
+        return random.Random(f"{self.seed}:{asked}:{key}")
 
     def answer(self, mt_run: Any) -> str:
         args = args_json(mt_run)

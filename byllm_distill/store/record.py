@@ -63,6 +63,12 @@ class Record:
             return None
         return all(v.passed for v in self.verdicts)
 
+    def input_key(self) -> str:
+        """Identity of the call's input: the site plus its canonical arguments. Two records
+        with the same key answered the same question (teacher vs student, or a repeat)."""
+        return self.site + "\n" + json.dumps(self.args, sort_keys=True, separators=(",", ":"),
+                                              ensure_ascii=False)
+
     def to_public(self) -> dict[str, Any]:
         """The stable export shape: `id` first, then the documented fields."""
         data = asdict(self)

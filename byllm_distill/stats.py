@@ -1,10 +1,15 @@
-"""Small statistics for evaluation reports, in plain Python (no scipy).
+"""Small statistics for the gate and the evaluation reports, in plain Python (no scipy).
 
 `percentile` interpolates linearly between order statistics (numpy's default method).
 `mean_ci` is the Student-t 95 % interval of a mean. `wilson` is the Wilson score interval
-of a proportion. `krippendorff_alpha` is Krippendorff's alpha for interval data: 1 is
-perfect agreement, 0 agreement at chance level, below 0 systematic disagreement; it is None
-when no item has two ratings or every rating is the same value (no variation to explain).
+of a proportion and `wilson_lower` its lower end (one-sided use at the 95 % level of the
+two-sided interval). `newcombe_diff` is Newcombe's hybrid score interval for the
+difference of two independent proportions (method 10 of Newcombe 1998), built from the
+two Wilson intervals: it behaves at 0 and 1, where the Wald interval collapses.
+`mean_diff_ci` is Welch's t interval for a difference of means. `krippendorff_alpha` is
+Krippendorff's alpha for interval data: 1 is perfect agreement, 0 agreement at chance level,
+below 0 systematic disagreement; it is None when no item has two ratings or every rating
+is the same value (no variation to explain).
 """
 
 from __future__ import annotations
@@ -63,6 +68,39 @@ def wilson(successes: float, n: int) -> list[float] | None:
     centre = (p + Z95**2 / (2 * n)) / denom
     half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
     return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def wilson_lower(successes: float, n: int) -> float:
+    """The smallest true rate consistent with successes/n (0.0 with no samples)."""
+    interval = wilson(successes, n)
+    return interval[0] if interval else 0.0
+
+
+def newcombe_diff(k1: float, n1: int, k2: float, n2: int) -> list[float] | None:
+    """95 % interval of p1 - p2 for k1/n1 and k2/n2; None if either sample is empty."""
+    w1, w2 = wilson(k1, n1), wilson(k2, n2)
+    if w1 is None or w2 is None:
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = w1, w2
+    diff = p1 - p2
+    return [diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+            diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)]
+
+
+def mean_diff_ci(a: Sequence[float], b: Sequence[float]) -> list[float] | None:
+    """Welch 95 % interval of mean(a) - mean(b); None with fewer than 2 values a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return [ma - mb, ma - mb]
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t95(max(1, int(df))) * se
+    return [ma - mb - half, ma - mb + half]
 
 
 def krippendorff_alpha(units: Mapping[str, Sequence[float]]) -> float | None:
