@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from byllm_distill.cli_common import friendly_errors, get_config, open_store
+from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
 
 
 def _pct(value: float | None) -> str:
@@ -38,7 +38,8 @@ def eval_command(site: str, version: int | None, out: Path | None, limit: int,
 
     config = get_config()
     outcome = evaluate_site(Store(config.database_url), config.data_dir, site, version=version,
-                            out_dir=out, limit=limit, use_student_records=student_records)
+                            out_dir=out, limit=limit, use_student_records=student_records,
+                            settings=config.site(site))
     m = outcome.metrics
     reused = m["pairs"] - outcome.answered
     click.echo(f"{site}: teacher vs {outcome.student} on {m['pairs']} held-out inputs"
@@ -51,6 +52,12 @@ def eval_command(site: str, version: int | None, out: Path | None, limit: int,
     cost = m["cost"]["teacher"]["usd_per_1k_calls"]
     click.echo(f"  teacher cost          {'n/a' if cost is None else f'${cost:,.2f}'} per "
                "1,000 calls (student: $0)")
+    if outcome.gate is not None:
+        gate = outcome.gate
+        click.echo("  promotion gate        " + ("passes" if gate["passed"] else
+                                                 f"refuses: {gate['reasons'][0]}"))
+        for line in criteria_lines(gate["criteria"]):
+            click.echo(f"    {line}")
     click.echo(f"report: {outcome.report}")
 
 

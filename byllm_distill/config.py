@@ -65,8 +65,8 @@ class SiteSettings:
     min_shadow: int = field(default=3, metadata={
         "help": "...of which at least this many are live shadow samples."})
     rollback_below: float = field(default=0.75, metadata={
-        "help": "Validity rollback: roll back when the Wilson lower bound of the recent "
-                "served answers' pass rate falls below this."})
+        "help": "Validity rollback: roll back when even the Wilson upper bound of the "
+                "recent served answers' pass rate is below this."})
     rollback_window: int = field(default=50, metadata={
         "help": "Rollback window: the most recent N served answers (validity) and the "
                 "most recent N of them checked against the teacher (agreement, fidelity)."})

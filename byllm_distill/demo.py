@@ -100,6 +100,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     os.environ.pop("BYLLM_DISTILL_TEACHER", None)  # the demo is offline by definition
     import byllm_distill
     from byllm_distill import capture, router
+    from byllm_distill.cli_common import criteria_lines
     from byllm_distill.config import load_config
     from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready, set_pin
     from byllm_distill.registry import SiteRegistry
@@ -140,11 +141,18 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     byllm_distill.flush(600)
     gate = promote_if_ready(store, config, MAP_SITE)
     state = registry.state()
-    if gate is not None:
-        verdict = "passed: promoted" if gate.passed else "refused: " + "; ".join(gate.reasons)
-        say(f"      gate over {gate.n} samples ({gate.passes} valid, lower bound "
-            f"{gate.lower_bound:.2f}, threshold {config.site(MAP_SITE).threshold}): {verdict}")
-    say(f"      {MAP_SITE} is now in {state.mode} mode")
+    decided = gate.to_dict() if gate is not None else _promotion(store, MAP_SITE, report.version)
+    if decided is not None:
+        failed = decided["reasons"]
+        say(f"      gate over {decided['n']} scored answers: "
+            + (f"refused ({len(failed)} of {len(decided['criteria'])} criteria failed)"
+               if failed else "passed, promoted"))
+        for line in criteria_lines(decided["criteria"]):
+            say(f"        {line}")
+        for reason in failed:
+            say(f"      why: {reason}")
+    say(f"      {MAP_SITE} is now in {state.mode} mode"
+        + ("" if state.mode == "student" else " (the teacher keeps answering its calls)"))
 
     say(f"[4/5] Serve: {options.serve_runs} runs")
     pinned = state.mode != "student"
@@ -187,6 +195,15 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     return {"trained": True, "version": report.version, "mode": state.mode,
             "teacher": t, "student": s, "served": len(served) - len(fallbacks),
             "fallbacks": len(fallbacks), "pinned_for_serving": pinned}
+
+
+def _promotion(store: Store, site: str, version: int) -> dict[str, Any] | None:
+    """The numbers of the gate that promoted `version` during the shadow runs, if it did."""
+    from byllm_distill.store.events import site_events
+
+    event = next((e for e in site_events(store, site, kinds=("promoted",))
+                  if e.version == version), None)
+    return event.details if event is not None and "criteria" in event.details else None
 
 
 def _wait_for_background(active: Any, timeout: float = 900.0) -> None:

@@ -191,8 +191,8 @@ class Router:
                                    validate_now=True)
         record = outcome.record
         good = outcome.error is None and record is not None and record.valid is not False
-        self._after_student_answer(route)
         if not good:
+            self._after_student_answer(route)
             why = (f"{type(outcome.error).__name__}: {outcome.error}" if outcome.error
                    else "; ".join(f"{v.name}: {v.detail}" for v in (record.verdicts or [])
                                   if not v.passed) or "not recorded")
@@ -202,6 +202,7 @@ class Router:
             return self.capture.call(model, mt_run)
         if random.random() < self.config.site(route.site).check_fraction:
             self._submit(self._teacher_check, model, fresh_run(mt_run), outcome.result, record)
+        self._after_student_answer(route)  # after the check: a live check then counts it
         return outcome.result
 
     def _serve_shadow(self, model: Any, mt_run: Any, route: Route) -> Any:

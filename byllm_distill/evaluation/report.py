@@ -37,8 +37,10 @@ SAMPLES = 4
 def build_report(teacher_records: Sequence[Record], student_records: Sequence[Record],
                  training_records: Sequence[Record], out_dir: str | Path,
                  title: str = "Teacher vs student", store: Store | None = None,
-                 samples: int = SAMPLES, registry: MetricRegistry | None = None) -> Path:
-    """Write the report files into `out_dir`; return the path of report.html."""
+                 samples: int = SAMPLES, registry: MetricRegistry | None = None,
+                 gate: dict[str, Any] | None = None) -> Path:
+    """Write the report files into `out_dir`; return the path of report.html. `gate` is
+    the promotion gate's result for the version (`GateResult.to_dict()`), shown as is."""
     registry = registry or metric_registry
     sites = {r.site for r in teacher_records}
     if len(sites) != 1:
@@ -60,6 +62,7 @@ def build_report(teacher_records: Sequence[Record], student_records: Sequence[Re
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         "ratings": ratings,
+        "gate": gate,
         "plots": [str(p.relative_to(out))
                   for p in _plots(data, metrics, ratings, registry, out)],
         "samples": _samples(pairs[:samples], registry, out),

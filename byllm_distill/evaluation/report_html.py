@@ -146,6 +146,24 @@ def _ratings(ratings: dict[str, Any] | None) -> str:
             f"{alpha['items_rated_by_2plus']} items rated by two or more raters): {alphas}</p>")
 
 
+def _gate(gate: dict[str, Any] | None) -> str:
+    if not gate:
+        return ("<p>Not evaluated: the gate judges a trained version's held-out and shadow "
+                "answers (run without <code>--student-records</code>).</p>")
+    verdict = "passes: the version may serve" if gate["passed"] else "refuses"
+    marks = {True: "pass", False: "FAIL", None: "n/a"}
+    rows = "".join(
+        f"<tr><td>{escape(c['name'])}</td><td>{marks[c['passed']]}</td>"
+        f"<td class='num'>{_fmt(c['value'])}</td><td class='num'>{_fmt(c['baseline'])}</td>"
+        f"<td class='num'>{_fmt(c['bound'])}</td><td class='num'>{_fmt(c['bar'])}</td>"
+        f"<td class='num'>{c['n']}</td><td>{escape(c['detail'])}</td></tr>"
+        for c in gate["criteria"])
+    return (f"<p>The promotion gate over this version's scored answers {verdict}.</p>"
+            "<table><tr><th>criterion</th><th>result</th><th>value</th><th>teacher</th>"
+            "<th>bound</th><th>bar</th><th>n</th><th>what was measured</th></tr>"
+            f"{rows}</table>")
+
+
 def render_html(report: dict[str, Any], out_dir: Path) -> str:
     m = report["metrics"]
     plots = report["plots"]
@@ -165,6 +183,7 @@ teacher: {escape(', '.join(m['teacher_models']))} &middot;
 student: {escape(', '.join(m['student_models']))} &middot;
 {m['training_records']} training records &middot; {escape(report['generated_at'])}</p>
 <h2>Summary</h2>{_summary(m)}
+<h2>Promotion gate</h2>{_gate(report.get('gate'))}
 <h2>Validity</h2>{figs.get('validity', '')}{_validity(m)}
 <h2>Agreement with the teacher</h2>
 <p>Exact match: {_fmt(m['agreement']['exact_match'])}. Per field:</p>

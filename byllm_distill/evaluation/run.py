@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.config import SiteSettings
 from byllm_distill.errors import DistillError, NotFoundError
 from byllm_distill.evaluation.pairing import (
     STUDENT_SOURCES,
@@ -45,6 +46,7 @@ class EvalOutcome:
     report: Path
     metrics: dict[str, Any]
     student: str
+    gate: dict[str, Any] | None
     answered: int  # held-out inputs the student answered in this run (the rest were reused)
 
 
@@ -106,8 +108,12 @@ def eval_set(store: Store, site: str, version: Version | None = None,
 def evaluate_site(store: Store, data_dir: Path, site: str, version: int | None = None,
                   out_dir: Path | None = None, limit: int | None = 100,
                   use_student_records: bool = False,
-                  loader: StudentLoader | None = None) -> EvalOutcome:
+                  loader: StudentLoader | None = None,
+                  settings: SiteSettings | None = None) -> EvalOutcome:
+    """With `settings`, the report also shows the promotion gate's criteria for the version
+    (over all its held-out and shadow answers in the store)."""
     answered = 0
+    gate = None
     if use_student_records:
         train, heldout = eval_set(store, site)
         stored = [r for source in STUDENT_SOURCES for r in store.iter_records(
@@ -138,9 +144,14 @@ def evaluate_site(store: Store, data_dir: Path, site: str, version: int | None =
 
                     unload(site)
             answered = len(todo)
+        if settings is not None:
+            from byllm_distill.gate import promotion_gate
+
+            gate = promotion_gate(store, site, resolved.number, settings,
+                                  resolved.manifest.get("fingerprint")).to_dict()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = out_dir or data_dir / "reports" / f"{site_dirname(site)}-{stamp}"
     report = build_report(heldout, students, train, out, title=f"{site}: teacher vs {label}",
-                          store=store)
+                          store=store, gate=gate)
     metrics = json.loads((report.parent / "report.json").read_text())["metrics"]
-    return EvalOutcome(report, metrics, label, answered)
+    return EvalOutcome(report, metrics, label, gate, answered)

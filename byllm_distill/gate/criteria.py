@@ -8,8 +8,8 @@ decides on a confidence bound, never on a point estimate, in one of two directio
 
 Criteria:
 - `samples`, `shadow`: enough scored answers, enough of them live (promotion only).
-- `validity`: Wilson lower bound of the pass-every-validator rate vs `threshold`
-  (promotion) or `rollback_below` (rollback).
+- `validity`: Wilson bound of the pass-every-validator rate: the lower end vs `threshold`
+  (promotion), the upper end vs `rollback_below` (rollback).
 - `agreement:<field>`: per top-level field of the answer (the whole answer for scalar and
   list answers), the rate at which the student's value equals the teacher's, against the
   rate at which the teacher's own repeated answers to one input agree with each other.
@@ -99,8 +99,9 @@ def validity(answers: Sequence[Record], bar: float, min_n: int, direction: str) 
         detail = f"{passes}/{n} pass every validator, lower bound {bound:.3f} vs {bar}"
         fix = "" if ok else _fix(rate >= bar, n)
     else:
+        bound = (wilson(passes, n) or [0.0, 1.0])[1]
         ok = not (n >= min_n and bound < bar)
-        detail = (f"{passes}/{n} recent answers pass every validator, lower bound "
+        detail = (f"{passes}/{n} recent answers pass every validator, upper bound "
                   f"{bound:.3f} vs {bar}")
         fix = "" if ok else "the student's answers stopped passing the validators"
     return Criterion("validity", "validity", ok, rate, bound, bar, n, detail, fix=fix)
