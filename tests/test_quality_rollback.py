@@ -46,18 +46,13 @@ def _stand_in(rule_teacher: Any) -> Any:
 
         drift: bool = False
 
-        def dispatch_no_streaming(self, mt_run: Any) -> Any:
+        def answer(self, mt_run: Any) -> str:
             if not self.drift:
-                return super().dispatch_no_streaming(mt_run)
-            from byllm.types import CompletionResult
+                return super().answer(mt_run)
+            from byllm_distill.capture import args_json
 
-            from byllm_distill.capture import args_json, note_response
-
-            answer = dict(rule_teacher.triage(args_json(mt_run)["ticket"]), team="finance")
-            text = json.dumps(answer)
-            mt_run.add_message({"role": "assistant", "content": text})
-            note_response(text, model=self.model_name, cost=0.0)
-            return CompletionResult(output=mt_run.parse_response(text), tool_calls=[], usage={})
+            return json.dumps(dict(rule_teacher.triage(args_json(mt_run)["ticket"]),
+                                   team="finance"))
 
     return DriftingStudent(model_name="drifting-student")
 

@@ -17,9 +17,9 @@ import threading
 from typing import Any
 
 from byllm.llm import BaseLLM, Model
-from byllm.types import CompletionResult
 
-from byllm_distill.capture import args_json, note_response
+from byllm_distill.capture import args_json
+from byllm_distill.code_model import CodeModel
 from byllm_distill.config import load_config
 from byllm_distill.errors import DistillError
 from byllm_distill.rpg.generator import design_level, design_map
@@ -28,7 +28,7 @@ from byllm_distill.serialize import dumps_canonical
 OFFLINE_MODEL_NAME = "offline-designer"
 
 
-class OfflineDesigner(BaseLLM):
+class OfflineDesigner(CodeModel):
     """A byLLM model that designs `Level`s and `Map`s procedurally, seeded."""
 
     seed: int = 0
@@ -67,20 +67,6 @@ class OfflineDesigner(BaseLLM):
                 "set BYLLM_DISTILL_TEACHER to a litellm model name for other call sites."
             )
         return json.dumps(data)
-
-    def dispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
-        text = self.answer(mt_run)
-        mt_run.add_message({"role": "assistant", "content": text})
-        note_response(text, model=self.model_name, cost=0.0)
-        return CompletionResult(output=mt_run.parse_response(text), tool_calls=[], usage={})
-
-    async def adispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
-        return self.dispatch_no_streaming(mt_run)
-
-    def _get_ctx_window(self, call_params: dict) -> int:
-        # No context window to manage; also keeps byLLM from asking litellm about a model
-        # name it has never heard of.
-        return 0
 
 
 def make_teacher(seed: int = 0) -> BaseLLM:

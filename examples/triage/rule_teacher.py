@@ -14,10 +14,8 @@ import json
 import random
 from typing import Any
 
-from byllm.llm import BaseLLM
-from byllm.types import CompletionResult
-
-from byllm_distill.capture import args_json, note_response
+from byllm_distill.capture import args_json
+from byllm_distill.code_model import CodeModel
 
 TEAMS = {"billing": "finance", "app": "mobile", "api": "platform", "website": "frontend",
          "login": "identity"}
@@ -54,17 +52,8 @@ def make_tickets(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-class RuleTeacher(BaseLLM):
-    """Answers `triage` calls with `triage(ticket)` as JSON, through byLLM's output path."""
+class RuleTeacher(CodeModel):
+    """Answers `triage` calls with `triage(ticket)` as JSON."""
 
-    def dispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
-        text = json.dumps(triage(args_json(mt_run)["ticket"]))
-        mt_run.add_message({"role": "assistant", "content": text})
-        note_response(text, model=self.model_name, cost=0.0)
-        return CompletionResult(output=mt_run.parse_response(text), tool_calls=[], usage={})
-
-    async def adispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
-        return self.dispatch_no_streaming(mt_run)
-
-    def _get_ctx_window(self, call_params: dict) -> int:
-        return 0
+    def answer(self, mt_run: Any) -> str:
+        return json.dumps(triage(args_json(mt_run)["ticket"]))
