@@ -37,7 +37,7 @@ class SiteSettings:
         "help": "Agreement: per top-level answer field, the student's exact agreement with "
                 "the teacher may fall at most this far below the teacher's agreement with "
                 "itself (lower 95% bound of the difference)."})
-    fidelity_margin: float = field(default=0.05, metadata={
+    fidelity_margin: float = field(default=0.08, metadata={
         "help": "Fidelity: the student's distance to the teacher's answers (per-path value "
                 "distributions) may exceed the teacher's split-half distance by at most "
                 "this (upper 95% bootstrap bound)."})

@@ -51,3 +51,30 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert kinds.count("pinned") == kinds.count("unpinned") == 1
     again = run_cli("demo", "--home", str(tmp_path), timeout=60)
     assert again.returncode != 0 and "not a demo folder" in again.stdout + again.stderr
+
+
+def test_demo_default_budget_promotes_on_its_own(tmp_path: Path) -> None:
+    """The README's first command as is (~10 min here): the default-budget map student is
+    promoted by the default gate, every criterion cleared, and then serves the map calls."""
+    home = tmp_path / "demo"
+    result = run_cli("demo", "--home", str(home), timeout=2400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"{MAP_SITE} is now in student mode" in out, out
+    assert "why:" not in out and "the demo pins" not in out
+    state = SiteRegistry(home, MAP_SITE).state()
+    assert state.mode == "student" and state.active == 1 and state.pinned is None
+    store = Store(f"sqlite:///{home / 'distill.db'}")
+    (promoted,) = site_events(store, MAP_SITE, kinds=("promoted",))
+    criteria = {c["name"]: c for c in promoted.details["criteria"]}
+    for name in ("validity", "agreement:level", "fidelity:json_values", "fidelity:rpg_patterns",
+                 "fidelity:rpg_diversity"):
+        assert criteria[name]["passed"] is True, criteria[name]
+        assert criteria[name]["bound"] is not None
+    # Fields the teacher varies are left to fidelity, decided from its repeated answers.
+    assert criteria["agreement:walls"]["passed"] is None
+    assert criteria["agreement:walls"]["baseline"] is not None
+    # 2 serve runs x 5 levels, each answered by the student first (and any shadow-step
+    # calls after the promotion).
+    assert store.count(RecordFilter(site=MAP_SITE, source="student")) >= 10
+    assert "10 map calls answered by the student" in out or "fell back to the teacher" in out
