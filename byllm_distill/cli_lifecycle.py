@@ -146,6 +146,10 @@ def register(main: click.Group) -> None:
                          f"(lower bound {held.lower_bound:.2f})" if held else "")
                 click.echo(f"{result.job.site}: trained version {result.version}, now in "
                            f"shadow mode{extra}")
+                gate = result.gate
+                if gate is not None and not gate.passed:
+                    click.echo(f"  gate (decides again after each shadow answer): refused: "
+                               f"{gate.reasons[0]}")
             else:
                 click.echo(result)
 

@@ -191,6 +191,7 @@ class JobReport:
     job: Job
     version: int | None = None
     heldout: GateResult | None = None
+    gate: GateResult | None = None  # the promotion gate right after shadow activation
     error: str | None = None
     messages: list[str] = field(default_factory=list)
 
@@ -246,7 +247,7 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
                    "heldout": report.heldout.to_dict() if report.heldout else None,
                    "activated": state.pinned is None}
         log_event(store, job.site, "trained", trained.number, **details)
-        promote_if_ready(store, config, job.site)
+        report.gate = promote_if_ready(store, config, job.site)
         queue.finish(job.id, trained.number, {"phase": "done", "version": trained.number})
     except BaseException as exc:
         report.error = f"{type(exc).__name__}: {exc}"

@@ -60,6 +60,7 @@ def test_demo_default_budget_promotes_on_its_own(tmp_path: Path) -> None:
     result = run_cli("demo", "--home", str(home), timeout=2400)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    print(out)  # shown with `pytest -rP`: the run the README quotes
     assert f"{MAP_SITE} is now in student mode" in out, out
     assert "why:" not in out and "the demo pins" not in out
     state = SiteRegistry(home, MAP_SITE).state()
