@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byllm_distill.config import DistillConfig
-from byllm_distill.errors import DistillError
 from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
 from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.scheduler import due_sites, quiet_now
@@ -166,12 +165,7 @@ def _roll_back(store: Store, registry: SiteRegistry, version: int, reasons: list
 def promote_manually(store: Store, registry: SiteRegistry, version: int | None,
                      mode: str = "student") -> SiteState:
     """`byllm-distill promote`: activate `version` (default: the newest), skipping the gate."""
-    if version is None:
-        versions = registry.versions()
-        if not versions:
-            raise DistillError(f"{registry.site} has no versions; run `byllm-distill train "
-                               f"{registry.site}`.")
-        version = versions[-1].number
+    version = registry.newest() if version is None else version
     state = registry.activate(version, mode=mode)
     log_event(store, registry.site, "promoted", version, manual=True, mode=mode)
     return state

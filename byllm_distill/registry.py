@@ -118,6 +118,14 @@ class SiteRegistry:
     def version(self, number: int) -> Version:
         return self._load(number)
 
+    def newest(self) -> int:
+        """The newest version's number; `NotFoundError` (saying how to train) if none."""
+        versions = self.versions()
+        if not versions:
+            raise NotFoundError(f"{self.site} has no trained student; run "
+                                f"`byllm-distill train {self.site}`.")
+        return versions[-1].number
+
     @contextmanager
     def new_version(self) -> Iterator[tuple[int, Path]]:
         """Yield `(number, partial folder)`; on success the folder becomes `versions/N`.

@@ -290,3 +290,15 @@ def test_partial_version_never_appears(tmp_path: Path) -> None:
         (folder / "model.gguf").write_text("half")
         raise KeyboardInterrupt
     assert registry.versions() == [] and not list(registry.versions_dir.glob("*.partial"))
+
+
+def test_newest_version_or_a_clear_error(tmp_path: Path) -> None:
+    from byllm_distill.errors import NotFoundError
+
+    registry = SiteRegistry(tmp_path, "m.f")
+    with pytest.raises(NotFoundError, match="run `byllm-distill train m.f`"):
+        registry.newest()
+    for _ in range(2):
+        with registry.new_version() as (_number, folder):
+            (folder / "manifest.json").write_text("{}")
+    assert registry.newest() == 2

@@ -329,13 +329,7 @@ def resolve_version(site: str, data_dir: Path, version: int | None = None) -> tu
     if version is None:
         version = registry.state().active
     if version is None:
-        versions = registry.versions()
-        if not versions:
-            from byllm_distill.errors import NotFoundError
-
-            raise NotFoundError(f"{site} has no trained student; run "
-                                f"`byllm-distill train {site}`.")
-        version = versions[-1].number
+        version = registry.newest()
     return version, registry.versions_dir / str(version)
 
 
