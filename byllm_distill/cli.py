@@ -113,10 +113,11 @@ def _site_line(site: dict[str, Any]) -> str:
             f"{records['shadow']} shadow, {records['eval']} eval")
     gate = site["gate"]
     if gate:
-        verdict = "passes" if gate["passed"] else (
-            f"refused: {gate['reasons'][0]}" if gate["reasons"] else "fails")
-        if gate["kind"] == "live":
-            verdict = "holds" if gate["passed"] else f"fails: {gate['reasons'][0]}"
+        live = gate["kind"] == "live"
+        if gate["passed"]:
+            verdict = "holds" if live else "passes"
+        else:
+            verdict = ("fails: " if live else "refused: ") + gate["reasons"][0]
         line += (f"\n  {gate['kind']} gate: {gate['passes']}/{gate['n']} valid, lower bound "
                  f"{gate['lower_bound']:.3f} ({verdict})")
         line += "".join(f"\n    {text}" for text in criteria_lines(gate.get("criteria") or []))

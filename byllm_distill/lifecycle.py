@@ -34,7 +34,7 @@ from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lo
 from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.scheduler import due_sites, quiet_now
 from byllm_distill.store import RecordFilter, Store
-from byllm_distill.store.events import log_event
+from byllm_distill.store.events import log_event, site_events
 from byllm_distill.store.jobs import Job, JobQueue
 
 log = logging.getLogger("byllm_distill")
@@ -93,8 +93,6 @@ def set_pin(store: Store, registry: SiteRegistry, target: str | None,
 
 def _refusal_changed(store: Store, site: str, version: int, result: GateResult) -> bool:
     """Whether this refusal fails other criteria than the version's last logged one."""
-    from byllm_distill.store.events import site_events
-
     last = next((e for e in site_events(store, site, limit=20, kinds=("gate_refused",))
                  if e.version == version), None)
     failing = sorted(x.name for x in result.failing())
@@ -103,11 +101,11 @@ def _refusal_changed(store: Store, site: str, version: int, result: GateResult) 
 
 
 def promote_if_ready(store: Store, config: DistillConfig, site: str,
-                     version: int | None = None, log_refusal: bool = True) -> GateResult | None:
+                     version: int | None = None) -> GateResult | None:
     """Promote the site's shadow version (`version`, if given, must be the active one) if
-    the gate passes. A promotion is always logged; a refusal when `log_refusal`, and then
-    only if it fails other criteria than the version's last logged refusal (the router asks
-    after every shadow sample). None when the site is not in shadow mode or is pinned."""
+    the gate passes. A promotion is always logged; a refusal only if it fails other
+    criteria than the version's last logged refusal (the router asks after every shadow
+    sample). None when the site is not in shadow mode or is pinned."""
     registry = SiteRegistry(config.data_dir, site)
     state = registry.state()
     if (state.mode != "shadow" or state.active is None or state.pinned is not None
@@ -120,7 +118,7 @@ def promote_if_ready(store: Store, config: DistillConfig, site: str,
         log.info("byllm-distill: %s v%s promoted: every criterion cleared its bar (%s).",
                  site, state.active, ", ".join(f"{x.name} {x.bound:.3f}" for x in
                                                result.criteria if x.bound is not None))
-    elif log_refusal and _refusal_changed(store, site, state.active, result):
+    elif _refusal_changed(store, site, state.active, result):
         log_event(store, site, "gate_refused", state.active, **result.to_dict())
         log.info("byllm-distill: %s v%s stays in shadow: %s", site, state.active,
                  result.reasons[0] if result.reasons else "refused")
@@ -138,8 +136,7 @@ def rollback_if_failing(store: Store, config: DistillConfig, site: str,
         return None
     result = live_check(store, site, version, config.site(site), state.fingerprint)
     if not result.passed:
-        details = result.to_dict()
-        _roll_back(store, registry, version, details.pop("reasons"), **details)
+        _roll_back(store, registry, version, result.to_dict())
     return result
 
 
@@ -149,16 +146,17 @@ def refuse_unloadable(store: Store, registry: SiteRegistry, version: int,
     it if it is still the active one."""
     if registry.state().active != version:
         return None
-    return _roll_back(store, registry, version, [reason])
+    return _roll_back(store, registry, version, {"reasons": [reason]})
 
 
-def _roll_back(store: Store, registry: SiteRegistry, version: int, reasons: list[str],
-               **details: Any) -> SiteState:
+def _roll_back(store: Store, registry: SiteRegistry, version: int,
+               details: dict[str, Any]) -> SiteState:
+    """Roll back from `version`; `details` (with its `reasons`) goes into the event."""
     new = registry.rollback()
     log_event(store, registry.site, "rolled_back", version, to=new.active or "teacher",
-              **{**details, "reasons": reasons})
+              **details)
     log.warning("byllm-distill: %s v%s rolled back to %s: %s", registry.site, version,
-                f"v{new.active}" if new.active else "the teacher", "; ".join(reasons))
+                f"v{new.active}" if new.active else "the teacher", "; ".join(details["reasons"]))
     return new
 
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from byllm_distill.evaluation.pairing import EvalData
 from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric
-from byllm_distill.gate.fidelity import Rows, SetDistance
+from byllm_distill.gate.fidelity import Rows, SetDistance, count_rows
 from byllm_distill.rpg.checks import check_map, wall_tolerance
 from byllm_distill.rpg.metrics import diversity
 from byllm_distill.rpg.render import to_ascii, to_png
@@ -262,13 +262,8 @@ def plot_levels(result: dict[str, Any], out_dir: Path) -> list[Path]:
 def _pattern_prepare(outputs: Sequence[Any]) -> tuple[np.ndarray, list[bool]]:
     """One row of 2x2-pattern counts per map (zeros for an answer that is not a map)."""
     grids = [_grid(o) for o in outputs]
-    counters = [patterns_2x2([g]) if g else Counter() for g in grids]
-    vocab = sorted({k for c in counters for k in c}) or [""]
-    index = {k: j for j, k in enumerate(vocab)}
-    rows = np.zeros((len(outputs), len(vocab)), dtype=np.float64)
-    for i, counter in enumerate(counters):
-        for key, count in counter.items():
-            rows[i, index[key]] = count
+    rows, _ = count_rows([patterns_2x2([g]) if g else Counter() for g in grids],
+                         dtype=np.float64)
     return rows, [g is not None for g in grids]
 
 

@@ -75,7 +75,7 @@ def _result(samples: Samples, criteria: list[Criterion]) -> GateResult:
 
 
 def evaluate(samples: Samples, site: str, settings: SiteSettings, direction: str,
-             store: Store | None = None, version: int | None = None) -> GateResult:
+             store: Store | None = None) -> GateResult:
     """Every criterion over `samples`; `direction` is "promote" or "rollback"."""
     promote = direction == "promote"
     criteria = c.counts(samples, settings) if promote else []
@@ -100,7 +100,7 @@ def promotion_gate(store: Store, site: str, version: int, settings: SiteSettings
                    fingerprint: str | None = None) -> GateResult:
     """Over the version's held-out and shadow answers (teacher records of `fingerprint`)."""
     samples = promotion_samples(store, site, version, fingerprint)
-    return evaluate(samples, site, settings, "promote", store, version)
+    return evaluate(samples, site, settings, "promote", store)
 
 
 def live_check(store: Store, site: str, version: int, settings: SiteSettings,

@@ -114,17 +114,15 @@ def field_values(output: Any) -> dict[str, str]:
     return {WHOLE: dumps_canonical(output)}
 
 
-def _agree_counts(pairs: Sequence[tuple[Record, Record]]) -> tuple[dict[str, int], list[str]]:
+def _agree_counts(pairs: Sequence[tuple[Record, Record]]) -> dict[str, int]:
+    """Per field (of either answer), how many pairs have the same value."""
     same: dict[str, int] = {}
-    names: list[str] = []
     for a, b in pairs:
         va, vb = field_values(a.output), field_values(b.output)
         for name in va.keys() | vb.keys():
-            if name not in same:
-                same[name] = 0
-                names.append(name)
-            same[name] += int(name in va and name in vb and va[name] == vb[name])
-    return same, sorted(names)
+            same[name] = same.get(name, 0) + int(name in va and name in vb
+                                                 and va[name] == vb[name])
+    return same
 
 
 def agreement(samples: Samples, settings: SiteSettings, direction: str) -> list[Criterion]:
@@ -134,13 +132,13 @@ def agreement(samples: Samples, settings: SiteSettings, direction: str) -> list[
                           -settings.agreement_margin, 0,
                           "no student answer has a teacher answer to the same input",
                           fix="run more calls in shadow mode" if direction == "promote" else "")]
-    student_same, names = _agree_counts(pairs)
-    teacher_same, _ = _agree_counts(repeats)
+    student_same = _agree_counts(pairs)
+    teacher_same = _agree_counts(repeats)
     n_s, n_t = len(pairs), len(repeats)
     bar = -settings.agreement_margin
     out = []
-    for name in names:
-        k_s = student_same.get(name, 0)
+    for name in sorted(student_same):
+        k_s = student_same[name]
         p_s = k_s / n_s
         if n_t:
             k_t = teacher_same.get(name, 0)

@@ -29,7 +29,8 @@ diversity).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,24 +105,27 @@ class TokenCounts:
     paths: int
 
 
+def count_rows(counters: Sequence[Mapping[Any, int]],
+               dtype: Any = np.float32) -> tuple[np.ndarray, list[Any]]:
+    """One row per counter and one column per key any of them has (first seen first):
+    the counts, and the keys in column order. Distances sum rows of it."""
+    columns: dict[Any, int] = {}
+    for counter in counters:
+        for key in counter:
+            columns.setdefault(key, len(columns))
+    rows = np.zeros((len(counters), max(1, len(columns))), dtype=dtype)
+    for i, counter in enumerate(counters):
+        for key, count in counter.items():
+            rows[i, columns[key]] = count
+    return rows, list(columns)
+
+
 def json_prepare(outputs: Sequence[Any]) -> tuple[TokenCounts, list[bool]]:
-    vocab: dict[tuple[str, str], int] = {}
+    counts, tokens = count_rows([Counter(json_tokens(output)) for output in outputs])
     path_ids: dict[str, int] = {}
-    rows = []
-    for output in outputs:
-        row: dict[int, int] = {}
-        for token in json_tokens(output):
-            j = vocab.setdefault(token, len(vocab))
-            path_ids.setdefault(token[0], len(path_ids))
-            row[j] = row.get(j, 0) + 1
-        rows.append(row)
-    counts = np.zeros((len(outputs), max(1, len(vocab))), dtype=np.float32)
-    for i, row in enumerate(rows):
-        for j, k in row.items():
-            counts[i, j] = k
-    path_of = np.zeros(max(1, len(vocab)), dtype=np.intp)
-    for (path, _), j in vocab.items():
-        path_of[j] = path_ids[path]
+    path_of = np.zeros(max(1, len(tokens)), dtype=np.intp)
+    for j, (path, _) in enumerate(tokens):
+        path_of[j] = path_ids.setdefault(path, len(path_ids))
     return TokenCounts(counts, path_of, max(1, len(path_ids))), [True] * len(outputs)
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from byllm_distill.serialize import dumps_canonical
 from byllm_distill.store.tables import JSON_COLUMNS
 from byllm_distill.validators.base import Verdict
 
@@ -66,8 +67,7 @@ class Record:
     def input_key(self) -> str:
         """Identity of the call's input: the site plus its canonical arguments. Two records
         with the same key answered the same question (teacher vs student, or a repeat)."""
-        return self.site + "\n" + json.dumps(self.args, sort_keys=True, separators=(",", ":"),
-                                              ensure_ascii=False)
+        return self.site + "\n" + dumps_canonical(self.args)
 
     def to_public(self) -> dict[str, Any]:
         """The stable export shape: `id` first, then the documented fields."""
