@@ -226,14 +226,22 @@ def rpg() -> None:
               help="Seed for sizes and the offline teacher.")
 @click.option("--teacher", help="litellm model name (e.g. gpt-4o) instead of the offline "
                                 "designer; needs that provider's API key in the environment.")
+@click.option("--teacher-errors", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Simulation: give this seeded fraction of the offline designer's answers "
+                   "a mistake hosted models make (e.g. 0.15); validators flag each one.")
 @friendly_errors
-def rpg_generate(runs: int, levels_per_run: int, seed: int, teacher: str | None) -> None:
+def rpg_generate(runs: int, levels_per_run: int, seed: int, teacher: str | None,
+                 teacher_errors: float | None) -> None:
     """Fill the store with a corpus of captured levels and maps, then summarise it."""
     from byllm_distill.rpg.corpus import generate_corpus
 
     if runs < 1 or levels_per_run < 1:
         raise click.BadParameter("--runs and --levels-per-run must be at least 1")
-    summary = generate_corpus(runs, levels_per_run, seed=seed, teacher=teacher)
+    if teacher and teacher_errors:
+        raise click.BadParameter("--teacher-errors simulates mistakes of the offline "
+                                 "designer; a hosted --teacher makes its own.")
+    summary = generate_corpus(runs, levels_per_run, seed=seed, teacher=teacher,
+                              teacher_errors=teacher_errors)
     for line in summary.lines():
         click.echo(line)
 

@@ -112,6 +112,11 @@ class DistillConfig:
     teacher: str | None = field(default=None, metadata={
         "help": "litellm model name used as teacher by the bundled RPG program (e.g. "
                 "gpt-4o); unset means the offline teacher.", "env": "BYLLM_DISTILL_TEACHER"})
+    teacher_errors: float = field(default=0.0, metadata={
+        "help": "Simulation: this seeded fraction of the offline teacher's answers carries a "
+                "mistake hosted models make (wrong counts, overlaps, out of bounds, "
+                "unreachable tiles, malformed fields; see rpg/mistakes.py).",
+        "env": "BYLLM_DISTILL_TEACHER_ERRORS"})
     routing: bool = field(default=True, metadata={
         "help": "Serve sites from their promoted students (off: always the teacher).",
         "env": "BYLLM_DISTILL_ROUTING"})
@@ -147,6 +152,9 @@ class DistillConfig:
                 "'sqlite:////abs/path/distill.db' or 'postgresql+psycopg://user@host/db'.")
         if self.exit_wait < 0:
             raise ConfigError(f"'exit_wait' must be 0 or more seconds, got {self.exit_wait!r}.")
+        if not 0.0 <= self.teacher_errors <= 1.0:
+            raise ConfigError("'teacher_errors' must be a fraction between 0 and 1, got "
+                              f"{self.teacher_errors!r}.")
         if self.retrain_after < 1:
             raise ConfigError(f"'retrain_after' must be at least 1, got {self.retrain_after}.")
         if self.quiet_hours is not None:

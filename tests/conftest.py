@@ -23,7 +23,8 @@ def distill_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the data dir at a fresh folder and forget any process-wide capture."""
     home = tmp_path / "distill-home"
     monkeypatch.setenv("BYLLM_DISTILL_HOME", str(home))
-    for var in ("BYLLM_DISTILL_CAPTURE", "BYLLM_DISTILL_STORE_URL", "BYLLM_DISTILL_TEACHER"):
+    for var in ("BYLLM_DISTILL_CAPTURE", "BYLLM_DISTILL_STORE_URL", "BYLLM_DISTILL_TEACHER",
+                "BYLLM_DISTILL_TEACHER_ERRORS"):
         monkeypatch.delenv(var, raising=False)
     from byllm_distill import capture, router
 

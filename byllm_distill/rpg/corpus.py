@@ -30,15 +30,23 @@ LEVEL_SITE = f"{MODULE}.create_next_level"
 SIZES = [(12, 10), (16, 12), (20, 14), (24, 16)]
 
 
-def load_program(teacher: str | None = None) -> Any:
-    """Import the showcase program as module `rpg` (so site keys match `jac run rpg.jac`)."""
+def load_program(teacher: str | None = None, teacher_errors: float | None = None) -> Any:
+    """Import the showcase program as module `rpg` (so site keys match `jac run rpg.jac`).
+
+    `teacher_errors` sets the offline designer's simulated mistake rate (rpg/mistakes.py),
+    also on a program imported earlier."""
     if teacher:
         os.environ["BYLLM_DISTILL_TEACHER"] = teacher
+    if teacher_errors is not None:
+        os.environ["BYLLM_DISTILL_TEACHER_ERRORS"] = str(teacher_errors)
     import jaclang  # noqa: F401 - registers the .jac importer and the capture plugin
 
     if str(PROGRAM_DIR) not in sys.path:
         sys.path.insert(0, str(PROGRAM_DIR))
-    return importlib.import_module(MODULE)
+    program = importlib.import_module(MODULE)
+    if teacher_errors is not None and hasattr(program.llm, "errors"):
+        program.llm.errors = teacher_errors
+    return program
 
 
 @dataclass
@@ -51,6 +59,8 @@ class CorpusSummary:
     maps: int
     errors: int = 0
     record_ids: list[str] = field(default_factory=list)
+    # Simulated teacher mistakes by mode (rpg/mistakes.py), when the designer made any.
+    mistakes: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = ["records per site:"]
@@ -65,6 +75,10 @@ class CorpusSummary:
         hamming = ("n/a" if self.mean_pairwise_hamming is None
                    else f"{self.mean_pairwise_hamming:.1f} tiles")
         out.append(f"mean pairwise Hamming distance:  {hamming} (same-size maps)")
+        if self.mistakes:
+            out.append(f"simulated teacher mistakes:      {sum(self.mistakes.values()):>7} "
+                       "(--teacher-errors; each should fail a validator above)")
+            out += [f"  {mode:<32} {n:>6}" for mode, n in sorted(self.mistakes.items())]
         return out
 
 
@@ -82,24 +96,29 @@ def play_runs(program: Any, runs: int, levels_per_run: int, seed: int,
 
 
 def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str | None = None,
-                    progress: bool = True) -> CorpusSummary:
+                    progress: bool = True,
+                    teacher_errors: float | None = None) -> CorpusSummary:
     """Play the runs (captured into the configured store) and summarise what was written."""
     from tqdm import tqdm
 
     import byllm_distill
     from byllm_distill.capture import get_capture
 
-    program = load_program(teacher)
+    program = load_program(teacher, teacher_errors)
     capture = get_capture()
     if capture is None or not capture.enabled:
         raise DistillError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
                            "capture = false); turn it on to build a corpus.")
     started = utc_now()
+    made_before = len(getattr(program.llm, "mistakes", None) or [])
     bar = tqdm(total=runs * levels_per_run, unit="level", desc="corpus", disable=not progress)
     play_runs(program, runs, levels_per_run, seed, on_run=lambda: bar.update(levels_per_run))
     bar.close()
     byllm_distill.flush(120)
-    return summarize(Store(capture.config.database_url), since=started)
+    summary = summarize(Store(capture.config.database_url), since=started)
+    made = (getattr(program.llm, "mistakes", None) or [])[made_before:]
+    summary.mistakes = dict(Counter(mode for _, _, mode in made))
+    return summary
 
 
 def summarize(store: Store, since: str | None = None) -> CorpusSummary:

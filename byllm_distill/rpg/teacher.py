@@ -23,6 +23,7 @@ from byllm_distill.code_model import CodeModel
 from byllm_distill.config import load_config
 from byllm_distill.errors import DistillError
 from byllm_distill.rpg.generator import design_level, design_map
+from byllm_distill.rpg.mistakes import inject
 from byllm_distill.serialize import dumps_canonical
 
 OFFLINE_MODEL_NAME = "offline-designer"
@@ -32,8 +33,11 @@ class OfflineDesigner(CodeModel):
     """A byLLM model that designs `Level`s and `Map`s procedurally, seeded."""
 
     seed: int = 0
+    errors: float = 0.0  # the fraction of answers given a mistake (rpg/mistakes.py)
     _asked: dict | None = None
     _lock: threading.Lock = threading.Lock()
+    # (kind, canonical arguments, mode) of every mistake this designer has made.
+    mistakes: list | None = None
 
     def reseed(self, seed: int) -> None:
         """Start a new, reproducible sequence of designs (one per corpus run)."""
@@ -41,7 +45,7 @@ class OfflineDesigner(CodeModel):
             self.seed = seed
             self._asked = {}
 
-    def _rng(self, args: dict[str, Any]) -> random.Random:
+    def _seed(self, args: dict[str, Any]) -> str:
         """Seeded by the input and how often it was asked: asking one input again (the
         router's teacher repeats) gives another design and leaves every other answer as
         it would have been."""
@@ -50,12 +54,27 @@ class OfflineDesigner(CodeModel):
             if self._asked is None:
                 self._asked = {}
             self._asked[key] = asked = self._asked.get(key, 0) + 1
-        return random.Random(f"{self.seed}:{asked}:{key}")
+        return f"{self.seed}:{asked}:{key}"
+
+    def _err(self, kind: str, data: dict, args: dict[str, Any], seed: str) -> dict:
+        """`data`, or a copy with a mistake for the `errors` fraction of answers; drawn
+        from a separate rng so the designs themselves do not change."""
+        rng = random.Random(f"mistake:{seed}")
+        if self.errors <= 0.0 or rng.random() >= self.errors:
+            return data
+        broken, mode = inject(kind, data, args, rng)
+        if mode is not None:
+            with self._lock:
+                if self.mistakes is None:
+                    self.mistakes = []
+                self.mistakes.append((kind, dumps_canonical(args), mode))
+        return broken
 
     def answer(self, mt_run: Any) -> str:
         args = args_json(mt_run)
         kind = getattr(mt_run.resp_type, "__name__", "")
-        rng = self._rng(args)
+        seed = self._seed(args)
+        rng = random.Random(seed)
         if kind == "Level":
             data = design_level(args.get("last_levels") or [], int(args["difficulty"]),
                                 int(args["level_width"]), int(args["level_height"]), rng)
@@ -66,17 +85,18 @@ class OfflineDesigner(CodeModel):
                 f"the offline designer only answers Level and Map calls, not {kind or 'str'}; "
                 "set BYLLM_DISTILL_TEACHER to a litellm model name for other call sites."
             )
-        return json.dumps(data)
+        return json.dumps(self._err(kind, data, args, seed))
 
 
 def make_teacher(seed: int = 0) -> BaseLLM:
     """The configured teacher: a litellm model by name, else the offline designer."""
     try:
-        name = load_config().teacher
+        config = load_config()
+        name, errors = config.teacher, config.teacher_errors
     except DistillError:
-        name = None  # capture reports the bad config; the program still runs offline
+        name, errors = None, 0.0  # capture reports the bad config; the program still runs
     if name:
         return Model(model_name=name)
-    designer = OfflineDesigner(model_name=OFFLINE_MODEL_NAME)
+    designer = OfflineDesigner(model_name=OFFLINE_MODEL_NAME, errors=errors)
     designer.reseed(seed)
     return designer
