@@ -1,7 +1,7 @@
 """Does the gate tell a good student from a bad one? Students trained for 1, 30, 100 steps
 and the default budget, judged by the default promotion gate on the same held-out inputs.
 
-For each site (the RPG map site, and `triage.triage` from examples/triage, whose offline
+For each site (the RPG map and level sites, and `triage.triage` from examples/triage, whose offline
 teacher answers are a function of the inputs), in a fresh data folder:
 
 1. capture a corpus with the offline teacher (`--map-runs` x 5 levels; `--triage-n`
@@ -19,6 +19,7 @@ baseline, gap and bound vs margin) and the gate's decision with the failing crit
 
     .venv/bin/python benchmarks/gate_separation.py [--sites map,triage]
         [--steps 1,30,100,default] [--map-runs 40] [--triage-n 200] [--json out.json]
+        [--sites level] [--train-config '{"batch_size": 4}']
 
 Takes ~25 min on 2 cores (training dominates; run it on an otherwise idle machine).
 """
@@ -42,11 +43,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIAGE = ROOT / "examples" / "triage"
-MAP_SITE, TRIAGE_SITE = "rpg.create_next_map", "triage.triage"
+MAP_SITE, LEVEL_SITE, TRIAGE_SITE = "rpg.create_next_map", "rpg.create_next_level", "triage.triage"
 
 
 def capture_corpus(site: str, args: argparse.Namespace) -> None:
-    if site == MAP_SITE:
+    if site in (MAP_SITE, LEVEL_SITE):
         from byllm_distill.rpg.corpus import generate_corpus
 
         generate_corpus(args.map_runs, 5, seed=args.seed, progress=False)
@@ -58,13 +59,18 @@ def capture_corpus(site: str, args: argparse.Namespace) -> None:
 
 def teacher_again(site: str, record: Any, rng: random.Random) -> Any:
     """The offline teacher's answer to the record's input, asked once more."""
-    from byllm_distill.rpg.checks import check_map
-    from byllm_distill.rpg.generator import design_map
+    from byllm_distill.rpg.checks import check_level, check_map
+    from byllm_distill.rpg.generator import design_level, design_map
     from byllm_distill.store import Record
 
     if site == MAP_SITE:
-        output, verdicts = design_map(record.args["level"], rng), None
+        output = design_map(record.args["level"], rng)
         verdicts = check_map(output)
+    elif site == LEVEL_SITE:
+        a = record.args
+        output = design_level(a["last_levels"], a["difficulty"], a["level_width"],
+                              a["level_height"], rng)
+        verdicts = check_level(output, a)
     else:
         sys.path.insert(0, str(TRIAGE))
         from rule_teacher import triage
@@ -120,7 +126,8 @@ def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         steps = None if budget == "default" else int(budget)
         started = time.monotonic()
         trained = train_site(site, config=config, store=store,
-                             train_config=TrainConfig(steps=steps), progress=False)
+                             train_config=TrainConfig(steps=steps, **args.train_config),
+                             progress=False)
         train_s = time.monotonic() - started
         version = SiteRegistry(config.data_dir, site).verify(trained.number)
         held_ids = set(trained.manifest["dataset"]["heldout_ids"])
@@ -194,11 +201,13 @@ def main() -> None:
     parser.add_argument("--map-runs", type=int, default=40)
     parser.add_argument("--triage-n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-config", type=json.loads, default={},
+                        help='More TrainConfig fields as JSON, e.g. \'{"batch_size": 4}\'.')
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import jaclang  # noqa: F401 - the .jac importer and the capture plugin
 
-    sites = {"map": MAP_SITE, "triage": TRIAGE_SITE}
+    sites = {"map": MAP_SITE, "level": LEVEL_SITE, "triage": TRIAGE_SITE}
     rows = [row for key in args.sites.split(",") for row in run_site(sites[key], args)]
     print("\n" + markdown(rows))
     if args.json:

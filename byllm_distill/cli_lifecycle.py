@@ -161,19 +161,25 @@ def register(main: click.Group) -> None:
                   help="The demo's own data folder (recreated on every run).")
     @click.option("--runs", default=40, show_default=True, help="Corpus runs (5 levels each).")
     @click.option("--steps", type=int,
-                  help="LoRA training steps (default: 2 epochs, at most 800).")
+                  help="LoRA training steps per site (default: the trainer's budget).")
     @click.option("--shadow-runs", default=4, show_default=True,
                   help="Runs in shadow mode before the gate decides.")
     @click.option("--serve-runs", default=2, show_default=True, help="Runs served afterwards.")
     @click.option("--seed", default=0, show_default=True)
+    @click.option("--teacher-errors", type=click.FloatRange(0.0, 1.0), default=0.0,
+                  show_default=True,
+                  help="Simulation: this fraction of the offline teacher's answers carries "
+                       "a mistake hosted models make; training keeps only valid records.")
     @friendly_errors
     def demo(home: Path, runs: int, steps: int | None, shadow_runs: int, serve_runs: int,
-             seed: int) -> None:
-        """Run the whole loop offline: capture, train, shadow, gate, serve, compare."""
+             seed: int, teacher_errors: float) -> None:
+        """Run the whole loop offline on both RPG sites: capture, train, shadow, gate,
+        serve, compare."""
         from byllm_distill.demo import DemoOptions, run_demo
 
         run_demo(DemoOptions(home=home, runs=runs, steps=steps, shadow_runs=shadow_runs,
-                             serve_runs=serve_runs, seed=seed), say=click.echo)
+                             serve_runs=serve_runs, seed=seed, teacher_errors=teacher_errors),
+                 say=click.echo)
 
 
 def _summary(details: dict[str, Any]) -> str:

@@ -1,16 +1,19 @@
 """`byllm-distill demo`: the whole loop on embedded defaults, no API key.
 
-1. Capture: play RPG runs with the offline teacher; every call is recorded and validated.
-2. Train: the worker trains the `rpg.create_next_map` student (LoRA on the embedded
-   SmolLM2-135M), exports a GGUF, scores it on held-out inputs, activates it in shadow.
-3. Shadow: more runs; the student answers alongside the teacher and the gate decides.
-4. Serve: more runs; if the gate passed, map calls are served by the student (with
-   teacher fallback on any invalid answer). If the gate refused, the demo says so and pins
-   the version for this step only (what `byllm-distill pin` does), so the serving path
-   and its fallback still run and are measured; the pin is removed afterwards, leaving the
-   gate's decision in force.
-5. Before/after summary: latency, validity, cost (and what the same calls would cost on a
-   hosted model, estimated from their size and litellm's price table).
+1. Capture: play RPG runs with the offline teacher (optionally with simulated mistakes,
+   `--teacher-errors`); every call is recorded and validated.
+2. Train: the worker trains a student for each of the program's two sites,
+   `rpg.create_next_level` and `rpg.create_next_map` (LoRA on the embedded SmolLM2-135M),
+   exports a GGUF, scores it on held-out inputs, activates it in shadow.
+3. Shadow: more runs; the students answer alongside the teacher and the gate decides,
+   per site.
+4. Serve: more runs; a site whose gate passed is served by its student (with teacher
+   fallback on any invalid answer). Where the gate refused, the demo says so and pins the
+   version for this step only (what `byllm-distill pin` does), so the serving path and its
+   fallback still run and are measured; the pin is removed afterwards, leaving the gate's
+   decision in force.
+5. Before/after, per site: latency, validity, cost (and what the same calls would cost on
+   a hosted model, estimated from their size and litellm's price table).
 
 Everything goes to its own data dir (default `.byllm-distill-demo`), recreated each run.
 """
@@ -27,10 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.errors import DistillError
+from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready, set_pin
+from byllm_distill.registry import SiteRegistry
+from byllm_distill.rpg.corpus import LEVEL_SITE, MAP_SITE
 from byllm_distill.store import Record, RecordFilter, Store
+from byllm_distill.training.trainer import budget_help
 
 MARKER = ".byllm-distill-demo"
 HOSTED_REFERENCE = "gpt-4o-mini"
+SITES = (LEVEL_SITE, MAP_SITE)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class DemoOptions:
     shadow_runs: int = 4
     serve_runs: int = 2
     seed: int = 0
+    teacher_errors: float = 0.0  # simulated teacher mistakes (rpg/mistakes.py)
 
 
 def _fresh_home(home: Path) -> None:
@@ -98,103 +107,144 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     # The demo trains right after its corpus, however small a corpus it was asked for.
     os.environ["BYLLM_DISTILL_RETRAIN_AFTER"] = "1"
     os.environ.pop("BYLLM_DISTILL_TEACHER", None)  # the demo is offline by definition
-    import byllm_distill
+    os.environ["BYLLM_DISTILL_TEACHER_ERRORS"] = str(options.teacher_errors)
     from byllm_distill import capture, router
-    from byllm_distill.cli_common import criteria_lines
     from byllm_distill.config import load_config
-    from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready, set_pin
-    from byllm_distill.registry import SiteRegistry
-    from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program, play_runs
+    from byllm_distill.rpg.corpus import generate_corpus, load_program
 
     router.reset_router()
     capture.reset_capture()
     config = load_config()
     store = Store(config.database_url)
 
+    mistakes = (f", {options.teacher_errors:.0%} of its answers with a simulated mistake"
+                if options.teacher_errors else "")
     say(f"[1/5] Capture: {options.runs} runs x {options.levels_per_run} levels with the "
-        "offline teacher (every by llm() call is recorded and validated)")
-    corpus = generate_corpus(options.runs, options.levels_per_run, seed=options.seed)
+        f"offline teacher{mistakes} (every by llm() call is recorded and validated)")
+    corpus = generate_corpus(options.runs, options.levels_per_run, seed=options.seed,
+                             teacher_errors=options.teacher_errors)
     for line in corpus.lines():
         say("      " + line)
 
-    budget = (f"{config.train_steps} LoRA steps" if config.train_steps
-              else "LoRA, default budget: 2 epochs, at most 800 steps")
-    say(f"[2/5] Train: the worker trains {MAP_SITE} ({budget} on the embedded "
-        "SmolLM2-135M), exports a GGUF and scores it on held-out inputs")
-    # The demo trains the map site only; the level site's job stays queued for later.
-    result = Worker(config, store).step(site=MAP_SITE)
-    report = result if isinstance(result, JobReport) else None
-    if report is None or report.error:
-        raise DistillError(f"training did not complete: {report.error if report else result}")
-    held = report.heldout
-    say(f"      version {report.version}: held-out {held.passes}/{held.n} maps pass every "
-        f"validator (Wilson lower bound {held.lower_bound:.2f}); now in shadow mode")
-
+    reports = _train(config, store, say)
     program = load_program()
-    registry = SiteRegistry(config.data_dir, MAP_SITE)
-    say(f"[3/5] Shadow: {options.shadow_runs} runs; the student answers each map call "
-        "alongside the teacher, off the caller's path, and is scored")
+    say(f"[3/5] Shadow: {options.shadow_runs} runs; the students answer each call alongside "
+        "the teacher, off the caller's path, and the gate scores them")
+    modes = _shadow(store, config, program, options, reports, say)
+
+    say(f"[4/5] Serve: {options.serve_runs} runs")
+    pinned = [site for site in SITES if modes[site] != "student"]
+    registries = {site: SiteRegistry(config.data_dir, site) for site in SITES}
+    for site in pinned:
+        say(f"      the gate kept the teacher for {site}; to show the serving path anyway, "
+            f"the demo pins version {reports[site].version} for this step (`byllm-distill "
+            f"pin {site} {reports[site].version}`): invalid answers fall back to the "
+            "teacher in the same call")
+        set_pin(store, registries[site], str(reports[site].version), by="demo")
+    try:
+        served = _play_and_collect(store, program, options)
+    finally:
+        for site in pinned:
+            set_pin(store, registries[site], None, by="demo")
+    out: dict[str, Any] = {"trained": True, "sites": {}}
+    for site in SITES:
+        mine = [r for r in served if r.site == site]
+        by_student = [r for r in mine if r.source == "student"]
+        fallbacks = [r for r in by_student if r.valid is False]
+        say(f"      {_short(site)}: {len(by_student) - len(fallbacks)} calls answered by the "
+            f"student, {len(fallbacks)} fell back to the teacher, "
+            f"{sum(1 for r in mine if r.source == 'teacher')} teacher answers in all")
+        out["sites"][site] = {"version": reports[site].version, "mode": modes[site],
+                              "served": len(by_student) - len(fallbacks),
+                              "fallbacks": len(fallbacks), "pinned_for_serving": site in pinned}
+
+    say("[5/5] Before / after, per site")
+    for site in SITES:
+        out["sites"][site].update(_before_after(store, site, say))
+    for site in pinned:
+        say(f"      the pin is removed again: {site} stays in "
+            f"{registries[site].state().mode} mode until a version passes the gate")
+    say(f"      data: {options.home}  (try `BYLLM_DISTILL_HOME={options.home} byllm-distill "
+        f"status`, `history {MAP_SITE}`)")
+    return out
+
+
+def _short(site: str) -> str:
+    return site.rsplit(".", 1)[-1]
+
+
+def _train(config: Any, store: Store, say: Callable[[str], None]) -> dict[str, JobReport]:
+    """Train every site through the worker (the level site first: its answers are short)."""
+    budget = (f"{config.train_steps} LoRA steps" if config.train_steps
+              else f"LoRA, default budget ({budget_help()})")
+    say(f"[2/5] Train: the worker trains {' and '.join(SITES)} ({budget} on the embedded "
+        "SmolLM2-135M), exports GGUFs and scores each on held-out inputs")
+    reports = {}
+    for site in SITES:
+        result = Worker(config, store).step(site=site)
+        report = result if isinstance(result, JobReport) else None
+        if report is None or report.error:
+            raise DistillError(f"training {site} did not complete: "
+                               f"{report.error if report else result}")
+        held = report.heldout
+        what = "levels" if site == LEVEL_SITE else "maps"
+        say(f"      {_short(site)} version {report.version}: held-out {held.passes}/{held.n} "
+            f"{what} pass every validator (Wilson lower bound {held.lower_bound:.2f}); "
+            "now in shadow mode")
+        reports[site] = report
+    return reports
+
+
+def _shadow(store: Store, config: Any, program: Any, options: DemoOptions,
+            reports: dict[str, JobReport], say: Callable[[str], None]) -> dict[str, str]:
+    """Play the shadow runs, then let the gate decide each site; returns the modes."""
+    import byllm_distill
+    from byllm_distill import capture, router
+    from byllm_distill.cli_common import criteria_lines
+    from byllm_distill.rpg.corpus import play_runs
+
     play_runs(program, options.shadow_runs, options.levels_per_run, options.seed + 1000)
     active = router.get_router(capture.get_capture())
     if active is not None:
         _wait_for_background(active)
     byllm_distill.flush(600)
-    gate = promote_if_ready(store, config, MAP_SITE)
-    state = registry.state()
-    decided = gate.to_dict() if gate is not None else _promotion(store, MAP_SITE, report.version)
-    if decided is not None:
-        failed = decided["reasons"]
-        say(f"      gate over {decided['n']} scored answers: "
-            + (f"refused ({len(failed)} of {len(decided['criteria'])} criteria failed)"
-               if failed else "passed, promoted"))
-        for line in criteria_lines(decided["criteria"]):
-            say(f"        {line}")
-        for reason in failed:
-            say(f"      why: {reason}")
-    say(f"      {MAP_SITE} is now in {state.mode} mode"
-        + ("" if state.mode == "student" else " (the teacher keeps answering its calls)"))
+    modes = {}
+    for site in SITES:
+        gate = promote_if_ready(store, config, site)
+        state = SiteRegistry(config.data_dir, site).state()
+        decided = (gate.to_dict() if gate is not None
+                   else _promotion(store, site, reports[site].version))
+        if decided is not None:
+            failed = decided["reasons"]
+            say(f"      {_short(site)}: gate over {decided['n']} scored answers: "
+                + (f"refused ({len(failed)} of {len(decided['criteria'])} criteria failed)"
+                   if failed else "passed, promoted"))
+            for line in criteria_lines(decided["criteria"]):
+                say(f"        {line}")
+            for reason in failed:
+                say(f"      why: {reason}")
+        say(f"      {site} is now in {state.mode} mode"
+            + ("" if state.mode == "student" else " (the teacher keeps answering its calls)"))
+        modes[site] = state.mode
+    return modes
 
-    say(f"[4/5] Serve: {options.serve_runs} runs")
-    pinned = state.mode != "student"
-    if pinned:
-        say(f"      the gate kept the teacher; to show the serving path anyway, the demo pins "
-            f"version {report.version} for this step (`byllm-distill pin {MAP_SITE} "
-            f"{report.version}`): invalid answers fall back to the teacher in the same call")
-        set_pin(store, registry, str(report.version), by="demo")
-    try:
-        before = _play_and_collect(store, program, options, MAP_SITE)
-    finally:
-        if pinned:
-            set_pin(store, registry, None, by="demo")
-    served = [r for r in before if r.source == "student"]
-    fallbacks = [r for r in served if r.valid is False]
-    say(f"      {len(served) - len(fallbacks)} map calls answered by the student, "
-        f"{len(fallbacks)} fell back to the teacher, "
-        f"{sum(1 for r in before if r.source == 'teacher')} teacher answers in all")
 
-    say("[5/5] Before / after (map site)")
-    teacher = [r for r in store.iter_records(RecordFilter(site=MAP_SITE, source="teacher"))]
-    student = [r for r in store.iter_records(RecordFilter(site=MAP_SITE))
+def _before_after(store: Store, site: str, say: Callable[[str], None]) -> dict[str, Any]:
+    teacher = list(store.iter_records(RecordFilter(site=site, source="teacher")))
+    student = [r for r in store.iter_records(RecordFilter(site=site))
                if r.source in ("student", "shadow", "eval")]
     t, s = summarize(teacher), summarize(student)
     hosted = _hosted_cost_per_1k(teacher)
-    say(f"      {'':<28}{'teacher (offline)':>20}{'student (local)':>20}")
-    say(f"      {'answers':<28}{t['calls']:>20}{s['calls']:>20}")
-    say(f"      {'latency p50 / p95 (ms)':<28}{t['p50_ms']:>11} / {t['p95_ms']:<6}"
+    say(f"      {site:<28}{'teacher (offline)':>20}{'student (local)':>20}")
+    say(f"      {'  answers':<28}{t['calls']:>20}{s['calls']:>20}")
+    say(f"      {'  latency p50 / p95 (ms)':<28}{t['p50_ms']:>11} / {t['p95_ms']:<6}"
         f"{s['p50_ms']:>11} / {s['p95_ms']:<6}")
-    say(f"      {'pass every validator':<28}{_pct(t['valid']):>20}{_pct(s['valid']):>20}")
-    say(f"      {'cost per 1,000 calls':<28}{'$0 (offline)':>20}{'$0 + CPU':>20}")
+    say(f"      {'  pass every validator':<28}{_pct(t['valid']):>20}{_pct(s['valid']):>20}")
+    say(f"      {'  cost per 1,000 calls':<28}{'$0 (offline)':>20}{'$0 + CPU':>20}")
     if hosted is not None:
-        say(f"      the same map calls on {HOSTED_REFERENCE} would cost ≈ ${hosted:.2f} per "
+        say(f"        the same calls on {HOSTED_REFERENCE} would cost ≈ ${hosted:.2f} per "
             "1,000 (size-based estimate)")
-    if pinned:
-        say(f"      the pin is removed again: {MAP_SITE} stays in {registry.state().mode} mode "
-            "until a version passes the gate")
-    say(f"      data: {options.home}  (try `BYLLM_DISTILL_HOME={options.home} byllm-distill "
-        f"status`, `history {MAP_SITE}`)")
-    return {"trained": True, "version": report.version, "mode": state.mode,
-            "teacher": t, "student": s, "served": len(served) - len(fallbacks),
-            "fallbacks": len(fallbacks), "pinned_for_serving": pinned}
+    return {"teacher": t, "student": s}
 
 
 def _promotion(store: Store, site: str, version: int) -> dict[str, Any] | None:
@@ -226,8 +276,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _play_and_collect(store: Store, program: Any, options: DemoOptions,
-                      site: str) -> list[Record]:
+def _play_and_collect(store: Store, program: Any, options: DemoOptions) -> list[Record]:
     import byllm_distill
     from byllm_distill.rpg.corpus import play_runs
     from byllm_distill.store.record import utc_now
@@ -235,4 +284,4 @@ def _play_and_collect(store: Store, program: Any, options: DemoOptions,
     started = utc_now()
     play_runs(program, options.serve_runs, options.levels_per_run, options.seed + 2000)
     byllm_distill.flush(600)
-    return [r for r in store.iter_records(RecordFilter(site=site, since=started))]
+    return [r for r in store.iter_records(RecordFilter(since=started)) if r.site in SITES]

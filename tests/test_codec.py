@@ -153,3 +153,34 @@ def test_call_grammar_takes_the_teachers_answers_and_refuses_broken_ones(
     for bad in (json.dumps(too_wide, separators=(",", ":")),
                 json.dumps(extra_enemy, separators=(",", ":")), spaced):
         assert not grammar.accepts(gbnf, bad), bad
+
+
+TRIAGE_FORMAT = {"type": "json_schema", "json_schema": {"name": "Triage", "schema": {
+    "type": "object", "required": ["severity", "team"], "properties": {
+        "severity": {"type": "integer", "enum": [1, 2, 3, 4], "description": (
+            "\nThe value *should* be one in this list: [1, 2, 3, 4] where the names are "
+            "[LOW, MEDIUM, HIGH, URGENT].")},
+        "team": {"type": "string"}}}}}
+
+
+def test_jac_enums_are_written_by_name_and_read_back_as_values(grammar: _Grammar) -> None:
+    """The student writes "URGENT" (a word the base model knows), the answer holds 4."""
+    args = [{"ticket": {"title": f"t{i}"}} for i in range(8)]
+    outputs = [{"severity": 1 + i % 4, "team": "platform"} for i in range(8)]
+    codec = SiteCodec.mine(args, outputs, TRIAGE_FORMAT)
+    assert codec.encode(outputs[3]) == '["URGENT","platform"]'
+    assert codec.decode('["LOW","platform"]', args[0]) == {"severity": 1, "team": "platform"}
+    with pytest.raises(ValueError):
+        codec.decode('["SEVERE","platform"]', args[0])
+    gbnf = call_grammar(codec, args[0])
+    assert grammar.accepts(gbnf, '["HIGH","platform"]')
+    assert not grammar.accepts(gbnf, '[3,"platform"]')
+    # Stored and reloaded, and a version-2 codec (no names) still loads and reads values.
+    again = SiteCodec.from_dict(json.loads(json.dumps(codec.to_dict())))
+    assert again.decode('["MEDIUM","x"]', args[0]) == {"severity": 2, "team": "x"}
+    old = {**codec.to_dict(), "version": 2, "schema": {"type": "object", "properties": {
+        "severity": {"enum": [1, 2, 3, 4]}, "team": {"type": "string"}}}}
+    assert SiteCodec.from_dict(old).decode('[4,"x"]', args[0]) == {"severity": 4, "team": "x"}
+    # Without one distinct name per value the values stay.
+    odd = json.loads(json.dumps(TRIAGE_FORMAT).replace("HIGH, URGENT", "HIGH"))
+    assert SiteCodec.mine(args, outputs, odd).encode(outputs[0]) == '[1,"platform"]'

@@ -1,10 +1,11 @@
-"""`byllm-distill demo`, the README's first command, on a 1-step budget (slow: minutes).
+"""`byllm-distill demo`, the README's first command (slow: minutes).
 
-A student trained for one step answers valid maps (the per-call grammar and guided
-decoding see to that) but they do not look like the teacher's: the default gate must
-refuse it on fidelity and say so, the site must stay off student mode, and the demo's
-honest path runs: the version is pinned for the serving step only, invalid answers fall
-back to the teacher, and the pin is removed afterwards.
+On a 1-step budget, the students of both RPG sites answer valid maps and levels (the
+per-call grammar and guided decoding see to that) but not the teacher's: the default gate
+must refuse each, on fidelity for maps, and say so; both sites stay off student mode, and
+the demo's honest path runs: each version is pinned for the serving step only, invalid
+answers fall back to the teacher, and the pins are removed afterwards. On the default
+budget, the gate promotes both sites on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from conftest import run_cli
 
 from byllm_distill.registry import SiteRegistry
-from byllm_distill.rpg.corpus import MAP_SITE
+from byllm_distill.rpg.corpus import LEVEL_SITE, MAP_SITE
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.events import site_events
 
@@ -31,41 +32,50 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     for step in ("[1/5] Capture", "[2/5] Train", "[3/5] Shadow", "[4/5] Serve",
                  "[5/5] Before / after"):
         assert step in out, out
-    assert "version 1: held-out" in out and "gate over" in out
+    assert "create_next_map version 1: held-out" in out and "gate over" in out
+    assert "create_next_level version 1: held-out" in out
     assert (home / ".byllm-distill-demo").is_file()
     store = Store(f"sqlite:///{home / 'distill.db'}")
-    state = SiteRegistry(home, MAP_SITE).state()
-    assert state.pinned is None and state.active == 1
-    assert store.count(RecordFilter(site=MAP_SITE, source="shadow")) == 5
-    assert store.count(RecordFilter(site=MAP_SITE, source="student")) == 5
-    assert state.mode != "student"
-    assert f"{MAP_SITE} is now in shadow mode (the teacher keeps answering its calls)" in out
+    for site in (LEVEL_SITE, MAP_SITE):
+        state = SiteRegistry(home, site).state()
+        assert state.pinned is None and state.active == 1
+        assert store.count(RecordFilter(site=site, source="shadow")) == 5
+        assert store.count(RecordFilter(site=site, source="student")) == 5
+        assert state.mode != "student"
+        assert f"{site} is now in shadow mode (the teacher keeps answering its calls)" in out
+        assert f"pins version 1 for this step (`byllm-distill pin {site} 1`)" in out
+        events = site_events(store, site)
+        kinds = [e.kind for e in events]
+        assert "trained" in kinds and "promoted" not in kinds and "gate_refused" in kinds
+        assert kinds.count("pinned") == kinds.count("unpinned") == 1
     assert "why: fidelity:" in out, out
-    events = site_events(store, MAP_SITE)
-    kinds = [e.kind for e in events]
-    assert "trained" in kinds and "promoted" not in kinds and "gate_refused" in kinds
-    refusal = next(e for e in events if e.kind == "gate_refused")
+    refusal = next(e for e in site_events(store, MAP_SITE) if e.kind == "gate_refused")
     failing = {c["name"] for c in refusal.details["criteria"] if c["passed"] is False}
     assert any(name.startswith("fidelity:") for name in failing), refusal.details
-    assert "pins version 1 for this step" in out
-    assert kinds.count("pinned") == kinds.count("unpinned") == 1
+    for site in (LEVEL_SITE, MAP_SITE):  # a before/after table per site
+        assert f"      {site}" in out.split("[5/5]")[1], out
     again = run_cli("demo", "--home", str(tmp_path), timeout=60)
     assert again.returncode != 0 and "not a demo folder" in again.stdout + again.stderr
 
 
-def test_demo_default_budget_promotes_on_its_own(tmp_path: Path) -> None:
-    """The README's first command as is (~10 min here): the default-budget map student is
-    promoted by the default gate, every criterion cleared, and then serves the map calls."""
+def test_demo_default_budget_promotes_both_sites_on_its_own(tmp_path: Path) -> None:
+    """The README's first command as is (~8 min here): the default-budget students of both
+    sites are promoted by the default gate, every criterion cleared, and then serve."""
     home = tmp_path / "demo"
     result = run_cli("demo", "--home", str(home), timeout=2400)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     print(out)  # shown with `pytest -rP`: the run the README quotes
-    assert f"{MAP_SITE} is now in student mode" in out, out
-    assert "why:" not in out and "the demo pins" not in out
-    state = SiteRegistry(home, MAP_SITE).state()
-    assert state.mode == "student" and state.active == 1 and state.pinned is None
+    assert "why:" not in out and "the demo pins" not in out, out
     store = Store(f"sqlite:///{home / 'distill.db'}")
+    for site in (LEVEL_SITE, MAP_SITE):
+        assert f"{site} is now in student mode" in out, out
+        state = SiteRegistry(home, site).state()
+        assert state.mode == "student" and state.active == 1 and state.pinned is None
+        (promoted,) = site_events(store, site, kinds=("promoted",))
+        assert all(c["passed"] is not False for c in promoted.details["criteria"])
+        # 2 serve runs x 5 levels, each answered by the student first.
+        assert store.count(RecordFilter(site=site, source="student")) >= 10
     (promoted,) = site_events(store, MAP_SITE, kinds=("promoted",))
     criteria = {c["name"]: c for c in promoted.details["criteria"]}
     for name in ("validity", "agreement:level", "fidelity:json_values", "fidelity:rpg_patterns",
@@ -75,7 +85,8 @@ def test_demo_default_budget_promotes_on_its_own(tmp_path: Path) -> None:
     # Fields the teacher varies are left to fidelity, decided from its repeated answers.
     assert criteria["agreement:walls"]["passed"] is None
     assert criteria["agreement:walls"]["baseline"] is not None
-    # 2 serve runs x 5 levels, each answered by the student first (and any shadow-step
-    # calls after the promotion).
-    assert store.count(RecordFilter(site=MAP_SITE, source="student")) >= 10
-    assert "10 map calls answered by the student" in out or "fell back to the teacher" in out
+    (promoted,) = site_events(store, LEVEL_SITE, kinds=("promoted",))
+    criteria = {c["name"]: c for c in promoted.details["criteria"]}
+    for name in ("validity", "agreement:width", "agreement:height", "agreement:difficulty"):
+        assert criteria[name]["passed"] is True, criteria[name]
+    assert criteria["agreement:name"]["passed"] is None  # the teacher names levels freely

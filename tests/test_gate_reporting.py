@@ -87,3 +87,33 @@ def test_decision_log_status_history_and_report_carry_every_criterion(tmp_path: 
     assert {c["name"] for c in report["gate"]["criteria"]} == set(criteria)
     html = outcome.report.read_text()
     assert "Promotion gate" in html and "agreement:team" in html and "FAIL" in html
+
+
+def test_eval_report_draws_the_versions_over_time(tmp_path: Path) -> None:
+    """With two versions, the report judges each by the gate over its own answers and draws
+    them in order: v1 (a wrong team on a quarter of the inputs) fails agreement:team, v2
+    (every field right) clears it."""
+    store, first = _setup()
+    config = load_config()
+    teacher = [r for r in store.iter_records() if r.source == "teacher"][:40]
+    registry = SiteRegistry(config.data_dir, TRIAGE_SITE)
+    with registry.new_version() as (second, folder):
+        (folder / "model.gguf").write_text("stand-in")
+        manifest = {"fingerprint": "triage-contract", "files": file_manifest(folder),
+                    "created_at": "2026-12-01T12:00:00+00:00",
+                    "dataset": {"heldout_ids": [t.id for t in teacher], "train_ids": []}}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    store.add_records([_as(t, t.output, "eval", version=second) for t in teacher])
+    outcome = evaluate_site(store, config.data_dir, TRIAGE_SITE, version=second,
+                            out_dir=tmp_path / "report", settings=config.site(TRIAGE_SITE),
+                            loader=lambda site, v: lambda args: triage(args["ticket"]))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    history = report["history"]
+    assert [h["version"] for h in history] == [first, second]
+    assert history[0]["criteria"]["agreement:team"]["passed"] is False
+    assert history[1]["criteria"]["agreement:team"]["passed"] is not False
+    assert history[1]["criteria"]["agreement:team"]["value"] == 1.0
+    assert "plots/versions.png" in report["plots"]
+    assert (tmp_path / "report" / "plots" / "versions.png").read_bytes()[:4] == b"\x89PNG"
+    html = outcome.report.read_text()
+    assert "Versions over time" in html and "agreement:team" in html

@@ -97,3 +97,78 @@ def histograms(path: Path, data: Mapping[str, Sequence[float]], title: str, xlab
     ax.set_ylabel("count")
     ax.legend()
     return _save(fig, path)
+
+
+def lines(path: Path, xs: Sequence[Any], series: Mapping[str, Sequence[float | None]],
+          title: str, xlabel: str, ylabel: str, log_x: bool = False,
+          marks: Mapping[str, Sequence[bool]] | None = None,
+          mark_label: str = "", hline: float | None = None) -> Path:
+    """One line per series over `xs` (None leaves a gap). `marks[label][i]` circles point
+    i of that series (e.g. "the gate promoted here"); `hline` draws a dashed target."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    labelled = False
+    for i, (label, values) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        ys = [float("nan") if v is None else v for v in values]
+        ax.plot(xs, ys, marker="o", label=label, color=colour)
+        for x, y, marked in zip(xs, ys, (marks or {}).get(label, ()), strict=False):
+            if marked:
+                ax.scatter([x], [y], s=160, facecolors="none", edgecolors="black",
+                           label=None if labelled else mark_label, zorder=3)
+                labelled = True
+    if hline is not None:
+        ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([str(x) for x in xs])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def version_history(path: Path, labels: Sequence[str], criteria: Sequence[dict[str, Any]],
+                    title: str) -> Path:
+    """The gate's criteria per version, oldest first: `criteria[i]` maps a criterion name
+    to its `Criterion.to_dict()` for version `labels[i]`. Left: validity and per-field
+    agreement (higher is better); right: fidelity gaps to the teacher's own spread with
+    their 95% bound and margin (lower is better). Promoted-by-gate points are filled."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, 4))
+    xs = list(range(len(labels)))
+    names = sorted({n for c in criteria for n, v in c.items() if v.get("value") is not None
+                    and v.get("passed") is not None})
+    for i, name in enumerate(names):
+        kind = next(c[name]["kind"] for c in criteria if name in c)
+        ax = right if kind == "fidelity" else left
+        if kind not in ("fidelity", "validity", "agreement"):
+            continue
+        colour = plt.get_cmap("tab10")(i % 10)
+        ys = [c[name]["value"] if name in c and c[name]["value"] is not None else float("nan")
+              for c in criteria]
+        ax.plot(xs, ys, marker="o", color=colour, label=name)
+        if kind == "fidelity":
+            bounds = [c[name]["bound"] if name in c and c[name]["bound"] is not None
+                      else float("nan") for c in criteria]
+            ax.plot(xs, bounds, linestyle=":", color=colour)
+            bar = next((c[name]["bar"] for c in criteria if name in c), None)
+            if bar is not None:
+                ax.axhline(bar, color=colour, linestyle="--", linewidth=0.8)
+        for x, c in zip(xs, criteria, strict=True):
+            if name in c and c[name]["passed"] is False:
+                ax.scatter([x], [ys[x]], marker="x", s=60, color="black", zorder=3)
+    for ax, ylabel in ((left, "validity / agreement with the teacher"),
+                       (right, "fidelity gap (dotted: bound, dashed: margin)")):
+        ax.set_xticks(xs)
+        ax.set_xticklabels(labels, rotation=20, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    left.set_ylim(-0.05, 1.05)
+    fig.suptitle(title + " (x: criterion failed)")
+    return _save(fig, path)

@@ -38,9 +38,12 @@ def build_report(teacher_records: Sequence[Record], student_records: Sequence[Re
                  training_records: Sequence[Record], out_dir: str | Path,
                  title: str = "Teacher vs student", store: Store | None = None,
                  samples: int = SAMPLES, registry: MetricRegistry | None = None,
-                 gate: dict[str, Any] | None = None) -> Path:
+                 gate: dict[str, Any] | None = None,
+                 history: list[dict[str, Any]] | None = None) -> Path:
     """Write the report files into `out_dir`; return the path of report.html. `gate` is
-    the promotion gate's result for the version (`GateResult.to_dict()`), shown as is."""
+    the promotion gate's result for the version (`GateResult.to_dict()`), shown as is;
+    `history` the site's versions with their criteria (`run.version_history`), drawn as
+    versions over time."""
     registry = registry or metric_registry
     sites = {r.site for r in teacher_records}
     if len(sites) != 1:
@@ -63,8 +66,9 @@ def build_report(teacher_records: Sequence[Record], student_records: Sequence[Re
         "metrics": metrics,
         "ratings": ratings,
         "gate": gate,
+        "history": history,
         "plots": [str(p.relative_to(out))
-                  for p in _plots(data, metrics, ratings, registry, out)],
+                  for p in _plots(data, metrics, ratings, registry, out, history)],
         "samples": _samples(pairs[:samples], registry, out),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -83,7 +87,8 @@ def _ratings(store: Store, site: str) -> dict[str, Any]:
 
 
 def _plots(data: EvalData, metrics: dict[str, Any], ratings: dict[str, Any] | None,
-           registry: MetricRegistry, out: Path) -> list[Path]:
+           registry: MetricRegistry, out: Path,
+           history: list[dict[str, Any]] | None = None) -> list[Path]:
     folder = out / "plots"
     validity = metrics["validity"]
     names = sorted(set(validity["teacher"]["per_validator"])
@@ -112,6 +117,12 @@ def _plots(data: EvalData, metrics: dict[str, Any], ratings: dict[str, Any] | No
         paths.append(plots.grouped_bars(folder / "ratings.png", list(CRITERIA), means,
                                         "Manual ratings (mean, 95% CI)", "score 1-5",
                                         ylim=(0, 7.0), errors=errors))
+    if history:
+        labels = [f"v{h['version']} {str(h.get('created_at') or '')[5:16].replace('T', ' ')}"
+                  for h in history]
+        paths.append(plots.version_history(folder / "versions.png", labels,
+                                           [h["criteria"] for h in history],
+                                           f"{metrics['site']}: the gate's criteria per version"))
     return paths
 
 

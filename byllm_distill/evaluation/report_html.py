@@ -18,7 +18,7 @@ from byllm_distill.evaluation.ratings import CRITERIA, RUBRIC
 
 SIDES = ("teacher", "student")
 GENERIC_PLOTS = {"plots/validity.png": "validity", "plots/latency.png": "latency",
-                 "plots/ratings.png": "ratings"}
+                 "plots/ratings.png": "ratings", "plots/versions.png": "versions"}
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#222}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
@@ -164,6 +164,20 @@ def _gate(gate: dict[str, Any] | None) -> str:
             f"{rows}</table>")
 
 
+def _history(history: list[dict[str, Any]] | None, figure: str) -> str:
+    if not history:
+        return ""
+    rows = "".join(
+        f"<tr><td>v{h['version']}</td><td>{escape(str(h.get('created_at') or '-'))}</td>"
+        f"<td>{'passes' if h['passed'] else 'refuses'}</td>"
+        f"<td>{escape(', '.join(n for n, c in h['criteria'].items() if c['passed'] is False))}"
+        "</td></tr>" for h in history)
+    return ("<h2>Versions over time</h2><p>Each version judged by today's gate over the "
+            "answers it left in the store (held-out and shadow).</p>" + figure
+            + "<table><tr><th>version</th><th>trained</th><th>gate</th><th>failing</th></tr>"
+            + rows + "</table>")
+
+
 def render_html(report: dict[str, Any], out_dir: Path) -> str:
     m = report["metrics"]
     plots = report["plots"]
@@ -184,6 +198,7 @@ student: {escape(', '.join(m['student_models']))} &middot;
 {m['training_records']} training records &middot; {escape(report['generated_at'])}</p>
 <h2>Summary</h2>{_summary(m)}
 <h2>Promotion gate</h2>{_gate(report.get('gate'))}
+{_history(report.get('history'), figs.get('versions', ''))}
 <h2>Validity</h2>{figs.get('validity', '')}{_validity(m)}
 <h2>Agreement with the teacher</h2>
 <p>Exact match: {_fmt(m['agreement']['exact_match'])}. Per field:</p>

@@ -149,9 +149,29 @@ def evaluate_site(store: Store, data_dir: Path, site: str, version: int | None =
 
             gate = promotion_gate(store, site, resolved.number, settings,
                                   resolved.manifest.get("fingerprint")).to_dict()
+    history = version_history(store, data_dir, site, settings) if settings else None
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = out_dir or data_dir / "reports" / f"{site_dirname(site)}-{stamp}"
     report = build_report(heldout, students, train, out, title=f"{site}: teacher vs {label}",
-                          store=store, gate=gate)
+                          store=store, gate=gate, history=history)
     metrics = json.loads((report.parent / "report.json").read_text())["metrics"]
     return EvalOutcome(report, metrics, label, gate, answered)
+
+
+def version_history(store: Store, data_dir: Path, site: str,
+                    settings: SiteSettings) -> list[dict[str, Any]] | None:
+    """Each version's gate criteria over its scored answers in the store, oldest first;
+    None when the site has fewer than two versions (nothing to compare over time)."""
+    from byllm_distill.gate import promotion_gate
+    from byllm_distill.registry import SiteRegistry
+
+    versions = SiteRegistry(data_dir, site).versions()
+    if len(versions) < 2:
+        return None
+    out = []
+    for v in versions:
+        result = promotion_gate(store, site, v.number, settings, v.manifest.get("fingerprint"))
+        out.append({"version": v.number, "created_at": v.manifest.get("created_at"),
+                    "passed": result.passed,
+                    "criteria": {c.name: c.to_dict() for c in result.criteria}})
+    return out

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,9 @@ from byllm_distill.training.schema import (
     target_text,
 )
 
-CODEC_VERSION = 2
+CODEC_VERSION = 3
+# Versions this code reads: 3 added enum names (a version-2 codec has none, so reads the same).
+READABLE_VERSIONS = (2, 3)
 # Fewer records than this cannot establish a pattern; constraints are left out.
 MIN_EVIDENCE = 5
 # An array length may follow an argument within a band this wide (e.g. walls ±1).
@@ -87,7 +90,11 @@ def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...]) -
     if "const" in node:
         return {"enum": [node["const"]]}
     if isinstance(node.get("enum"), list):
-        return {"enum": list(node["enum"])}
+        values = list(node["enum"])
+        names = enum_names(node)
+        # A student writes a Jac enum by its member names (the names carry the meaning the
+        # base model already knows: "URGENT", not 4); the answer keeps the values.
+        return {"enum": names, "values": values} if names else {"enum": values}
     kind = node.get("type")
     if kind == "object":
         props = node.get("properties")
@@ -151,6 +158,22 @@ def arg_value(args: dict[str, Any], path: str) -> Any:
             return None
         value = value[part]
     return value
+
+
+ENUM_NAMES = re.compile(r"names are \[([^\]]*)\]")
+
+
+def enum_names(node: dict[str, Any]) -> list[str] | None:
+    """The member names of an enum node, from the description byLLM writes for a Jac enum
+    ("... one in this list: [1, 2] where the names are [LOW, HIGH]"); None unless there
+    is one distinct name per value."""
+    match = ENUM_NAMES.search(str(node.get("description") or ""))
+    if not match:
+        return None
+    names = [n.strip().strip("'\"") for n in match.group(1).split(",")]
+    if len(names) != len(node["enum"]) or len(set(names)) != len(names) or not all(names):
+        return None
+    return names
 
 
 def _is_int(value: Any) -> bool:
@@ -226,6 +249,8 @@ class SiteCodec:
                     for k in field_order(node) if path or k not in self.copies]
         if node.get("type") == "array":
             return [self._encode(v, node["items"], join_path(path, "*")) for v in value]
+        if "values" in node:
+            return node["enum"][node["values"].index(value)]
         return value
 
     def decode(self, text: str, args: dict[str, Any]) -> Any:
@@ -276,6 +301,10 @@ class SiteCodec:
             if not isinstance(value, list):
                 raise TypeError(f"{path} needs a list")
             return [self._decode(v, node["items"], join_path(path, "*"), args) for v in value]
+        if "values" in node:
+            if value not in node["enum"]:
+                raise KeyError(f"{path or 'the answer'}: {value!r} is not one of {node['enum']}")
+            return node["values"][node["enum"].index(value)]
         return value
 
     # Per-call limits (tuple mode) --------------------------------------------------------
@@ -313,8 +342,8 @@ class SiteCodec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SiteCodec:
         found = data.get("version") if isinstance(data, dict) else None
-        if found != CODEC_VERSION:
-            raise ValueError(f"codec version {found} is not {CODEC_VERSION}")
+        if found not in READABLE_VERSIONS:
+            raise ValueError(f"codec version {found} is not one of {READABLE_VERSIONS}")
         return cls(mode=data["mode"], arg_tuples=data["arg_tuples"], schema=data["schema"],
                    copies=data["copies"], lengths=data["lengths"], ints=data["ints"],
                    max_items={k: int(v) for k, v in data["max_items"].items()},

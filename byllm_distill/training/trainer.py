@@ -48,6 +48,11 @@ DEFAULT_MAX_STEPS = 800
 IGNORE = -100
 
 
+def budget_help() -> str:
+    """The default budget in words, for progress lines and `--help`."""
+    return f"{DEFAULT_EPOCHS:g} epochs, at most {DEFAULT_MAX_STEPS} steps"
+
+
 @dataclass
 class TrainConfig:
     rank: int = field(default=16, metadata={"help": "LoRA rank r."})
