@@ -88,6 +88,25 @@ def test_training_lowers_the_loss_on_a_fixed_batch(trained, base) -> None:
     assert after < before * 0.8, (before, after)
 
 
+def test_answer_loss_equals_the_models_own_loss(trained, base) -> None:
+    """The trainer's loss (vocabulary projection on answer positions only) is the same
+    number as transformers' full-sequence loss, with and without an adapter, padded."""
+    import torch
+
+    from byllm_distill.training.dataset import prompt_format
+    from byllm_distill.training.trainer import _collate, answer_loss, encode
+
+    _, _, version = trained
+    examples = load_dataset(version.path / "dataset").train[:2]
+    tokenizer = load_tokenizer(base)
+    fmt = prompt_format(tokenizer)
+    batch = _collate([encode(tokenizer, fmt, e, 1024) for e in examples], 0, "cpu")
+    for model in (load_model(base), load_adapter(base, version.path / "adapter")):
+        model.eval()
+        with torch.no_grad():
+            assert abs(float(answer_loss(model, batch)) - float(model(**batch).loss)) < 1e-4
+
+
 def test_student_answers_parse_into_map_through_byllm(trained) -> None:
     """The student serves the real Jac program's call site; byLLM parses its answer."""
     import byllm_distill

@@ -68,13 +68,14 @@ def join_path(path: str, part: str) -> str:
     return f"{path}/{part}" if path else part
 
 
-def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_schema(schema: dict[str, Any], enum_names: bool = True) -> dict[str, Any]:
     """`schema` with every `$ref` replaced by its target and only the keys a codec needs;
     raises `UnsupportedSchema` for unions, optional fields, free-form or recursive parts."""
-    return _inline(schema, schema, ())
+    return _inline(schema, schema, (), enum_names)
 
 
-def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...]) -> dict[str, Any]:
+def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...],
+            enum_names: bool = True) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str):
         if ref in refs or not ref.startswith("#/"):
@@ -84,14 +85,14 @@ def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...]) -
             target = target.get(part) if isinstance(target, dict) else None
         if not isinstance(target, dict):
             raise UnsupportedSchema(f"unresolvable reference {ref}")
-        return _inline(target, root, (*refs, ref))
+        return _inline(target, root, (*refs, ref), enum_names)
     if any(key in node for key in ("anyOf", "oneOf", "allOf")):
         raise UnsupportedSchema("a union type")
     if "const" in node:
         return {"enum": [node["const"]]}
     if isinstance(node.get("enum"), list):
         values = list(node["enum"])
-        names = enum_names(node)
+        names = member_names(node) if enum_names else None
         # A student writes a Jac enum by its member names (the names carry the meaning the
         # base model already knows: "URGENT", not 4); the answer keeps the values.
         return {"enum": names, "values": values} if names else {"enum": values}
@@ -103,12 +104,12 @@ def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...]) -
         if set(node.get("required", [])) != set(props):
             raise UnsupportedSchema("an object with optional properties")
         return {"type": "object",
-                "properties": {k: _inline(v, root, refs) for k, v in props.items()}}
+                "properties": {k: _inline(v, root, refs, enum_names) for k, v in props.items()}}
     if kind == "array":
         items = node.get("items")
         if not isinstance(items, dict):
             raise UnsupportedSchema("an array without an item schema")
-        out = {"type": "array", "items": _inline(items, root, refs)}
+        out = {"type": "array", "items": _inline(items, root, refs, enum_names)}
         out.update({k: node[k] for k in ("minItems", "maxItems") if k in node})
         return out
     if kind in SCALARS:
@@ -163,7 +164,7 @@ def arg_value(args: dict[str, Any], path: str) -> Any:
 ENUM_NAMES = re.compile(r"names are \[([^\]]*)\]")
 
 
-def enum_names(node: dict[str, Any]) -> list[str] | None:
+def member_names(node: dict[str, Any]) -> list[str] | None:
     """The member names of an enum node, from the description byLLM writes for a Jac enum
     ("... one in this list: [1, 2] where the names are [LOW, HIGH]"); None unless there
     is one distinct name per value."""
@@ -353,8 +354,9 @@ class SiteCodec:
 
     @classmethod
     def mine(cls, args: list[dict[str, Any]], outputs: list[Any],
-             response_format: dict[str, Any] | None) -> SiteCodec:
-        """The codec of a site from its training records' arguments and outputs."""
+             response_format: dict[str, Any] | None, enum_names: bool = True) -> SiteCodec:
+        """The codec of a site from its training records' arguments and outputs.
+        `enum_names=False` writes Jac enums by value, as byLLM's schema does."""
         arg_tuples = _mine_arg_tuples(args)
         schema = response_schema(response_format)
         if schema is None and all(isinstance(o, str) for o in outputs):
@@ -362,7 +364,7 @@ class SiteCodec:
         if schema is None:
             return cls("json", arg_tuples)
         try:
-            inlined = inline_schema(schema)
+            inlined = inline_schema(schema, enum_names)
         except UnsupportedSchema:
             stats: dict[str, dict[str, Any]] = {}
             for output in outputs:

@@ -215,7 +215,8 @@ def _library_versions() -> dict[str, str]:
 
 def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float = 0.2,
                   seed: int = 0, out_dir: Path | None = None, tokenizer: Any = None,
-                  fingerprint: str | None = None, base: str | None = None) -> Dataset:
+                  fingerprint: str | None = None, base: str | None = None,
+                  enum_names: bool = True) -> Dataset:
     """The training set of one call site (see the module docstring).
 
     `tokenizer` counts tokens for the manifest; when None the base model's (`base`, default
@@ -263,7 +264,7 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         raise TrainingError(f"all {len(kept)} usable records of {site!r} fell in the held-out "
                             "split; capture more calls or lower --holdout.")
     codec = SiteCodec.mine([r.args for r in taught], [_answer(r) for r in taught],
-                           response_format)
+                           response_format, enum_names=enum_names)
     train = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in taught]
     heldout = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in held]
     content = hashlib.sha256(dumps_canonical(
@@ -281,7 +282,7 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         "fingerprint": fingerprint,
         "created_at": utc_now(),
         "options": {"filtered": filtered, "holdout": holdout, "seed": seed,
-                    "fingerprint": fingerprint},
+                    "fingerprint": fingerprint, "enum_names": enum_names},
         "prompt": {"compact": "the arguments as JSON, fixed key sets elided (codec.py)",
                    "system": SYSTEM_PROMPT},
         "target": {"text": "raw string", "json": "compact JSON, keys in grammar order",

@@ -83,7 +83,8 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
 def train_site(site: str, config: DistillConfig | None = None, store: Store | None = None,
                train_config: TrainConfig | None = None, filtered: bool = True,
                holdout: float = 0.2, seed: int = 0, base: str | None = None,
-               quant: str = "Q4_K_M", progress: bool = True) -> TrainedVersion:
+               quant: str = "Q4_K_M", progress: bool = True,
+               enum_names: bool = True) -> TrainedVersion:
     """Train, export and register a new version of `site`'s student (not activated)."""
     if quant not in QUANT_TYPES:
         raise TrainingError(f"quant must be one of {', '.join(QUANT_TYPES)}, not {quant!r}.")
@@ -96,7 +97,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
     ref = resolve_base(base)
     tokenizer = load_tokenizer(ref)
     dataset = build_dataset(store, site, filtered=filtered, holdout=holdout, seed=seed,
-                            tokenizer=tokenizer)
+                            tokenizer=tokenizer, enum_names=enum_names)
     registry = SiteRegistry(config.data_dir, site)
     with registry.new_version() as (number, partial):
         dataset.write(partial / "dataset")

@@ -159,6 +159,24 @@ def _collate(batch: list[Encoded], pad_id: int, device: str) -> dict[str, Any]:
             "attention_mask": torch.tensor(mask, device=device)}
 
 
+def answer_loss(model: Any, inputs: dict[str, Any]) -> Any:
+    """Mean next-token cross-entropy over the answer tokens, as `model(**inputs).loss`, but
+    the vocabulary projection runs only where a label is kept: prompt positions (most of a
+    short-answer site's tokens) skip the largest matrix of a small model and its softmax."""
+    import torch
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(core, "model", None), getattr(core, "lm_head", None)
+    if body is None or head is None:  # not a decoder with a separate head: the plain way
+        return model(**inputs).loss
+    hidden = body(input_ids=inputs["input_ids"],
+                  attention_mask=inputs["attention_mask"]).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    keep = labels != IGNORE
+    logits = head(hidden[:, :-1][keep]).float()
+    return torch.nn.functional.cross_entropy(logits, labels[keep])
+
+
 def batch_loss(model: Any, tokenizer: Any, examples: list[Example], max_length: int = 1024,
                fmt: dict[str, Any] | None = None) -> float:
     """Mean loss per answer token over `examples` (no gradient): the before/after probe."""
@@ -175,7 +193,7 @@ def batch_loss(model: Any, tokenizer: Any, examples: list[Example], max_length: 
             enc = encode(tokenizer, fmt, example, max_length)
             batch = _collate([enc], pad, device)
             n = sum(1 for label in enc.labels[1:] if label != IGNORE)
-            total += float(model(**batch).loss) * n
+            total += float(answer_loss(model, batch)) * n
             count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -266,7 +284,7 @@ def train(dataset: Dataset, dest: Path, config: TrainConfig | None = None,
                     rng.shuffle(order)
                 batch.append(encoded[order.pop()])
             inputs = _collate(batch, pad, device)
-            loss = model(**inputs).loss
+            loss = answer_loss(model, inputs)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
