@@ -131,6 +131,41 @@ def test_a_correct_deterministic_student_is_promoted_once_the_bound_clears(store
     assert promotion_gate(store, TRIAGE_SITE, 1, DEFAULTS, "triage-contract").passed
 
 
+def test_a_number_the_teacher_jitters_agrees_within_the_teachers_own_spread(
+        store: Store) -> None:
+    """A count the teacher draws with ±1 jitter (its two answers differ by up to 2) is
+    matched within ±2; exact agreement (~0.4 for the teacher itself) could never clear
+    the bound. Off by 3 is outside the spread and refused; a derived number stays exact."""
+    from byllm_distill.gate.criteria import tolerances
+
+    teacher = _triage_records(80)
+    rng = random.Random(5)
+
+    base = {t.id: t.output["reply_within_hours"] * 10 for t in teacher}
+
+    def jittered(t: Record) -> dict[str, Any]:
+        return dict(t.output, reply_within_hours=base[t.id] + rng.choice((-1, 0, 0, 1)))
+
+    first = [jittered(t) for t in teacher]
+    for t, out in zip(teacher, first, strict=True):
+        t.output, t.output_raw = out, json.dumps(out)
+    repeats = [jittered(t) for t in teacher]
+    good = [jittered(t) for t in teacher]
+    _fill(store, teacher, good, repeats)
+    pairs = [(t, _as(t, r, "teacher")) for t, r in zip(teacher, repeats, strict=True)]
+    assert tolerances(pairs) == {"reply_within_hours": 2, "severity": 0}
+    crits = _by_name(promotion_gate(store, TRIAGE_SITE, 1, DEFAULTS, "triage-contract"))
+    hours = crits["agreement:reply_within_hours"]
+    assert hours.passed is True and "within ±2" in hours.detail and hours.baseline == 1.0
+
+    off = Store(str(store.url).replace("gate.db", "off.db"))
+    _fill(off, teacher, [dict(t.output, reply_within_hours=t.output["reply_within_hours"] + 3)
+                         for t in teacher], repeats)
+    crits = _by_name(promotion_gate(off, TRIAGE_SITE, 1, DEFAULTS, "triage-contract"))
+    assert crits["agreement:reply_within_hours"].passed is False
+    assert "±" not in crits["agreement:severity"].detail  # derived: exact
+
+
 def test_without_teacher_repeats_agreement_is_not_measured(store: Store) -> None:
     teacher = _triage_records(60)
     _fill(store, teacher, [t.output for t in teacher], [])

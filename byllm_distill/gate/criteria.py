@@ -13,6 +13,8 @@ Criteria:
 - `agreement:<field>`: per top-level field of the answer (the whole answer for scalar and
   list answers), the rate at which the student's value equals the teacher's, against the
   rate at which the teacher's own repeated answers to one input agree with each other.
+  A number the teacher itself varies by up to k between two answers to one input (a count
+  drawn with jitter) agrees within ±k (`tolerances`); a number it derives agrees exactly.
   Newcombe interval of (student - teacher); the bar is `-agreement_margin`. A field the
   teacher answers the same way must be matched. A field the teacher itself varies (the
   upper Wilson bound of its self-agreement is below `FREE_BELOW`: a layout, free text) is
@@ -107,21 +109,45 @@ def validity(answers: Sequence[Record], bar: float, min_n: int, direction: str) 
     return Criterion("validity", "validity", ok, rate, bound, bar, n, detail, fix=fix)
 
 
-def field_values(output: Any) -> dict[str, str]:
-    """Canonical JSON of each top-level field; a non-object answer is one field."""
-    if isinstance(output, dict):
-        return {key: dumps_canonical(value) for key, value in output.items()}
-    return {WHOLE: dumps_canonical(output)}
+def _fields(output: Any) -> dict[str, Any]:
+    return output if isinstance(output, dict) else {WHOLE: output}
 
 
-def _agree_counts(pairs: Sequence[tuple[Record, Record]]) -> dict[str, int]:
-    """Per field (of either answer), how many pairs have the same value."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def tolerances(repeats: Sequence[tuple[Record, Record]]) -> dict[str, float]:
+    """Per numeric field, the largest difference between the teacher's own two answers to
+    one input: 0 for a number the teacher derives from the inputs, 2 for a count it draws
+    with a little jitter. Fields that are not numbers in every repeat have none."""
+    spread: dict[str, float] = {}
+    other: set[str] = set()
+    for a, b in repeats:
+        fa, fb = _fields(a.output), _fields(b.output)
+        for name in fa.keys() | fb.keys():
+            x, y = fa.get(name), fb.get(name)
+            if _is_number(x) and _is_number(y):
+                spread[name] = max(spread.get(name, 0.0), abs(x - y))
+            else:
+                other.add(name)
+    return {name: value for name, value in spread.items() if name not in other}
+
+
+def _agree_counts(pairs: Sequence[tuple[Record, Record]],
+                  within: dict[str, float]) -> dict[str, int]:
+    """Per field (of either answer), how many pairs have the same value; a numeric field
+    with a tolerance counts as the same within it."""
     same: dict[str, int] = {}
     for a, b in pairs:
-        va, vb = field_values(a.output), field_values(b.output)
-        for name in va.keys() | vb.keys():
-            same[name] = same.get(name, 0) + int(name in va and name in vb
-                                                 and va[name] == vb[name])
+        fa, fb = _fields(a.output), _fields(b.output)
+        for name in fa.keys() | fb.keys():
+            x, y = fa.get(name), fb.get(name)
+            tol = within.get(name, 0.0)
+            agree = name in fa and name in fb and (
+                dumps_canonical(x) == dumps_canonical(y)
+                or (tol > 0 and _is_number(x) and _is_number(y) and abs(x - y) <= tol))
+            same[name] = same.get(name, 0) + int(agree)
     return same
 
 
@@ -132,14 +158,17 @@ def agreement(samples: Samples, settings: SiteSettings, direction: str) -> list[
                           -settings.agreement_margin, 0,
                           "no student answer has a teacher answer to the same input",
                           fix="run more calls in shadow mode" if direction == "promote" else "")]
-    student_same = _agree_counts(pairs)
-    teacher_same = _agree_counts(repeats)
+    within = tolerances(repeats)
+    student_same = _agree_counts(pairs, within)
+    teacher_same = _agree_counts(repeats, within)
     n_s, n_t = len(pairs), len(repeats)
     bar = -settings.agreement_margin
     out = []
     for name in sorted(student_same):
         k_s = student_same[name]
         p_s = k_s / n_s
+        tol = within.get(name, 0.0)
+        spread = f" within ±{tol:g} (the teacher's own spread)" if tol else ""
         if n_t:
             k_t = teacher_same.get(name, 0)
             p_t = k_t / n_t
@@ -174,8 +203,8 @@ def agreement(samples: Samples, settings: SiteSettings, direction: str) -> list[
             fix = "" if ok else "the student now disagrees with the teacher"
         out.append(Criterion(
             f"agreement:{name}", "agreement", ok, p_s, bound, bar, n_s,
-            f"student agrees {k_s}/{n_s} vs {baseline_text}; difference bound {bound:+.3f} "
-            f"vs {bar:+.3f}", p_t, fix))
+            f"student agrees {k_s}/{n_s}{spread} vs {baseline_text}; difference bound "
+            f"{bound:+.3f} vs {bar:+.3f}", p_t, fix))
     return out
 
 
