@@ -31,7 +31,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_separation import MAP_SITE, summarise, teacher_again  # noqa: E402
+from gate_separation import MAP_SITE, fresh_store, summarise, teacher_again  # noqa: E402
 
 
 def first_attempt_validity(site: str, version: Any, inputs: list[Any]) -> float:
@@ -66,21 +65,14 @@ def main() -> None:
     args = parser.parse_args()
     import jaclang  # noqa: F401 - the .jac importer and the capture plugin
 
-    from byllm_distill import capture, router
-    from byllm_distill.config import load_config
     from byllm_distill.gate import promotion_gate
     from byllm_distill.lifecycle import evaluate_heldout
     from byllm_distill.registry import SiteRegistry
     from byllm_distill.rpg.corpus import generate_corpus
-    from byllm_distill.store import RecordFilter, Store
+    from byllm_distill.store import RecordFilter
     from byllm_distill.training.pipeline import train_site
 
-    home = Path(tempfile.mkdtemp(prefix="filtering-"))
-    os.environ["BYLLM_DISTILL_HOME"] = str(home)
-    router.reset_router()
-    capture.reset_capture()
-    config = load_config()
-    store = Store(config.database_url)
+    config, store = fresh_store("filtering-")
     corpus = generate_corpus(args.runs, 5, seed=args.seed, teacher_errors=args.teacher_errors,
                              progress=False)
     for line in corpus.lines():

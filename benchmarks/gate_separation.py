@@ -100,23 +100,31 @@ def summarise(result: Any) -> dict[str, Any]:
     }
 
 
-def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def fresh_store(prefix: str) -> tuple[Any, Any]:
+    """A new data folder for one run (BYLLM_DISTILL_HOME, kept for a look afterwards), with
+    no capture or router left from an earlier one; its config and store."""
     from byllm_distill import capture, router
     from byllm_distill.config import load_config
-    from byllm_distill.gate import evaluate, promotion_gate
-    from byllm_distill.gate.samples import Samples, repeat_pairs, teacher_answers
-    from byllm_distill.lifecycle import evaluate_heldout
-    from byllm_distill.registry import SiteRegistry
-    from byllm_distill.store import RecordFilter, Store
-    from byllm_distill.training.pipeline import train_site
-    from byllm_distill.training.trainer import TrainConfig
+    from byllm_distill.store import Store
 
-    home = Path(tempfile.mkdtemp(prefix=f"gate-{site}-"))
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["BYLLM_DISTILL_HOME"] = str(home)
     router.reset_router()
     capture.reset_capture()
     config = load_config()
-    store = Store(config.database_url)
+    return config, Store(config.database_url)
+
+
+def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    from byllm_distill.gate import evaluate, promotion_gate
+    from byllm_distill.gate.samples import Samples, repeat_pairs, teacher_answers
+    from byllm_distill.lifecycle import evaluate_heldout
+    from byllm_distill.registry import SiteRegistry
+    from byllm_distill.store import RecordFilter
+    from byllm_distill.training.pipeline import train_site
+    from byllm_distill.training.trainer import TrainConfig
+
+    config, store = fresh_store(f"gate-{site}-")
     capture_corpus(site, args)
     teacher = list(store.iter_records(RecordFilter(site=site, source="teacher")))
     settings = replace(config.site(site), min_shadow=0)

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from gate_separation import (  # noqa: E402 - after the environment is set
     MAP_SITE,
     TRIAGE_SITE,
     capture_corpus,
+    fresh_store,
     summarise,
     teacher_again,
 )
@@ -51,20 +51,13 @@ SITES = {"triage": TRIAGE_SITE, "level": LEVEL_SITE, "map": MAP_SITE}
 
 
 def run_size(site: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
-    from byllm_distill import capture, router
-    from byllm_distill.config import load_config
     from byllm_distill.gate import promotion_gate
     from byllm_distill.lifecycle import evaluate_heldout
     from byllm_distill.registry import SiteRegistry
-    from byllm_distill.store import RecordFilter, Store
+    from byllm_distill.store import RecordFilter
     from byllm_distill.training.pipeline import train_site
 
-    home = Path(tempfile.mkdtemp(prefix=f"curve-{size}-"))
-    os.environ["BYLLM_DISTILL_HOME"] = str(home)
-    router.reset_router()
-    capture.reset_capture()
-    config = load_config()
-    store = Store(config.database_url)
+    config, store = fresh_store(f"curve-{size}-")
     # RPG runs give one record per site per level, five levels a run.
     corpus = argparse.Namespace(triage_n=size, map_runs=max(1, size // 5), seed=args.seed)
     capture_corpus(site, corpus)

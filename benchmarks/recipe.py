@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gate_separation import TRIAGE, TRIAGE_SITE, capture_corpus  # noqa: E402
+from gate_separation import TRIAGE, TRIAGE_SITE, capture_corpus, fresh_store  # noqa: E402
 
 
 def score(site: str, trained: Any, store: Any, temperature: float | None) -> dict[str, Any]:
@@ -71,17 +70,9 @@ def main() -> None:
     args = parser.parse_args()
     import jaclang  # noqa: F401 - the .jac importer and the capture plugin
 
-    from byllm_distill import capture, router
-    from byllm_distill.config import load_config
-    from byllm_distill.store import Store
     from byllm_distill.training.pipeline import train_site
 
-    home = Path(tempfile.mkdtemp(prefix="recipe-"))
-    os.environ["BYLLM_DISTILL_HOME"] = str(home)
-    router.reset_router()
-    capture.reset_capture()
-    config = load_config()
-    store = Store(config.database_url)
+    config, store = fresh_store("recipe-")
     capture_corpus(TRIAGE_SITE, argparse.Namespace(triage_n=args.n, seed=args.seed))
     rows = []
     for names in (False, True):
