@@ -16,6 +16,7 @@ the gate promoted circled.
 
     .venv/bin/python benchmarks/learning_curve.py [--site triage|level|map]
         [--sizes 25,50,100,200,400] [--plot docs/images/learning_curve.png] [--json out.json]
+    .venv/bin/python benchmarks/learning_curve.py --from-json out.json --plot curve.png
 
 Takes ~25 min for triage on 2 cores (training dominates; run it on an otherwise idle
 machine).
@@ -131,10 +132,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--from-json", type=Path,
+                        help="Print and plot the rows of an earlier --json run; no training.")
     args = parser.parse_args()
+    site = SITES[args.site]
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        print(markdown(rows))
+        if args.plot:
+            plot(rows, args.plot, rows[0]["site"])
+        return
     import jaclang  # noqa: F401 - the .jac importer and the capture plugin
 
-    site = SITES[args.site]
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         rows.append(run_size(site, size, args))

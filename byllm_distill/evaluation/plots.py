@@ -121,6 +121,7 @@ def lines(path: Path, xs: Sequence[Any], series: Mapping[str, Sequence[float | N
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if log_x:
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(list(xs))
         ax.set_xticklabels([str(x) for x in xs])
     ax.set_title(title)
