@@ -147,7 +147,7 @@ def test_manifest_and_jsonl_export(tmp_path: Path, tokenizer) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["site"] == SITE and manifest["fingerprint"] == FINGERPRINT
     assert manifest["options"] == {"filtered": True, "holdout": 0.2, "seed": 0,
-                                   "fingerprint": FINGERPRINT}
+                                   "fingerprint": FINGERPRINT, "enum_names": True}
     ids = manifest["record_ids"]
     assert sorted(ids["train"] + ids["heldout"]) == sorted(r.id for r in records)
     lines = (out / "train.jsonl").read_text().splitlines()
