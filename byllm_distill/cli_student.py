@@ -15,6 +15,7 @@ import click
 
 from byllm_distill.cli_common import friendly_errors, get_config, open_store
 from byllm_distill.errors import DistillError
+from byllm_distill.training.trainer import budget_help
 
 
 def _dataset_dir(site: str, filtered: bool) -> Path:
@@ -93,7 +94,7 @@ def register(main: click.Group) -> None:
                                  "default the embedded SmolLM2-135M-Instruct.")
     @click.option("--steps", type=int, help="Optimizer steps (exclusive with --epochs).")
     @click.option("--epochs", type=float,
-                  help="Passes over the training split (default 2, at most 800 steps).")
+                  help=f"Passes over the training split (default {budget_help()}).")
     @click.option("--rank", default=16, show_default=True, help="LoRA rank.")
     @click.option("--alpha", default=32, show_default=True, help="LoRA alpha.")
     @click.option("--lr", "learning_rate", default=1e-3, show_default=True,

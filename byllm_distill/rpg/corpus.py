@@ -110,14 +110,13 @@ def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str 
         raise DistillError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
                            "capture = false); turn it on to build a corpus.")
     started = utc_now()
-    made_before = len(getattr(program.llm, "mistakes", None) or [])
+    made_before = Counter(getattr(program.llm, "mistakes", None) or {})
     bar = tqdm(total=runs * levels_per_run, unit="level", desc="corpus", disable=not progress)
     play_runs(program, runs, levels_per_run, seed, on_run=lambda: bar.update(levels_per_run))
     bar.close()
     byllm_distill.flush(120)
     summary = summarize(Store(capture.config.database_url), since=started)
-    made = (getattr(program.llm, "mistakes", None) or [])[made_before:]
-    summary.mistakes = dict(Counter(mode for _, _, mode in made))
+    summary.mistakes = dict(Counter(getattr(program.llm, "mistakes", None) or {}) - made_before)
     return summary
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections import Counter
 from typing import Any
 
 from byllm.llm import BaseLLM, Model
@@ -36,8 +37,8 @@ class OfflineDesigner(CodeModel):
     errors: float = 0.0  # the fraction of answers given a mistake (rpg/mistakes.py)
     _asked: dict | None = None
     _lock: threading.Lock = threading.Lock()
-    # (kind, canonical arguments, mode) of every mistake this designer has made.
-    mistakes: list | None = None
+    # How many mistakes of each mode (rpg/mistakes.py) this designer has made.
+    mistakes: Counter | None = None
 
     def reseed(self, seed: int) -> None:
         """Start a new, reproducible sequence of designs (one per corpus run)."""
@@ -59,15 +60,17 @@ class OfflineDesigner(CodeModel):
     def _err(self, kind: str, data: dict, args: dict[str, Any], seed: str) -> dict:
         """`data`, or a copy with a mistake for the `errors` fraction of answers; drawn
         from a separate rng so the designs themselves do not change."""
+        if self.errors <= 0.0:
+            return data
         rng = random.Random(f"mistake:{seed}")
-        if self.errors <= 0.0 or rng.random() >= self.errors:
+        if rng.random() >= self.errors:
             return data
         broken, mode = inject(kind, data, args, rng)
         if mode is not None:
             with self._lock:
                 if self.mistakes is None:
-                    self.mistakes = []
-                self.mistakes.append((kind, dumps_canonical(args), mode))
+                    self.mistakes = Counter()
+                self.mistakes[mode] += 1
         return broken
 
     def answer(self, mt_run: Any) -> str:
