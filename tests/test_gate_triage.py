@@ -37,12 +37,11 @@ name = "triage"
 retrain_after = 30
 exit_wait = 600  # the program waits for its shadow answers (run_jac allows 900 s)
 """
+sys.path.insert(0, str(TRIAGE_DIR))
+from rule_teacher import make_tickets, triage  # noqa: E402
 
 
 def _expected_lines(n: int, seed: int) -> list[str]:
-    sys.path.insert(0, str(TRIAGE_DIR))
-    from rule_teacher import make_tickets, triage
-
     names = {1: "LOW", 2: "MEDIUM", 3: "HIGH", 4: "URGENT"}
     out = []
     for t in make_tickets(n, seed):
@@ -127,9 +126,6 @@ def test_one_step_student_refused_on_agreement_default_judged_by_its_bounds(
 
 def _heldout_exact(store: Store, version: int) -> tuple[float, int]:
     """Share of the version's held-out answers equal to the teacher's on every field."""
-    sys.path.insert(0, str(TRIAGE_DIR))
-    from rule_teacher import triage
-
     answers = list(store.iter_records(RecordFilter(site=SITE, source="eval", version=version)))
     right = sum(1 for r in answers if r.output == triage(r.args["ticket"]))
     return right / max(len(answers), 1), len(answers)

@@ -145,9 +145,9 @@ def version_history(path: Path, labels: Sequence[str], criteria: Sequence[dict[s
                     and v.get("passed") is not None})
     for i, name in enumerate(names):
         kind = next(c[name]["kind"] for c in criteria if name in c)
-        ax = right if kind == "fidelity" else left
         if kind not in ("fidelity", "validity", "agreement"):
             continue
+        ax = right if kind == "fidelity" else left
         colour = plt.get_cmap("tab10")(i % 10)
         ys = [c[name]["value"] if name in c and c[name]["value"] is not None else float("nan")
               for c in criteria]
