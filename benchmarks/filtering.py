@@ -79,7 +79,7 @@ def main() -> None:
         print(line)
     teacher = {r.id: r for r in store.iter_records(RecordFilter(site=MAP_SITE,
                                                                 source="teacher"))}
-    registry = SiteRegistry(config.data_dir, MAP_SITE)
+    registry = SiteRegistry(config, MAP_SITE)
     settings = replace(config.site(MAP_SITE), min_shadow=0)
     rows: list[dict[str, Any]] = []
     heldout: list[str] | None = None

@@ -137,7 +137,7 @@ def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                              train_config=TrainConfig(steps=steps, **args.train_config),
                              progress=False)
         train_s = time.monotonic() - started
-        version = SiteRegistry(config.data_dir, site).verify(trained.number)
+        version = SiteRegistry(config, site).verify(trained.number)
         held_ids = set(trained.manifest["dataset"]["heldout_ids"])
         if not repeated:
             rng = random.Random(args.seed + 99)

@@ -66,7 +66,7 @@ def run_size(site: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     trained = train_site(site, config=config, store=store, progress=False)
     train_s = time.monotonic() - started
-    version = SiteRegistry(config.data_dir, site).verify(trained.number)
+    version = SiteRegistry(config, site).verify(trained.number)
     held_ids = set(trained.manifest["dataset"]["heldout_ids"])
     rng = random.Random(args.seed + 99)
     store.add_records([teacher_again(site, r, rng) for r in teacher if r.id in held_ids])

@@ -4,7 +4,10 @@ Contract: `Capture.call` / `Capture.acall` return exactly what `model.invoke` /
 `model.ainvoke` return and raise exactly what they raise. Building and storing the record
 happens beside the call: the record is queued to a background writer thread that commits
 batches to the store, and is flushed when the process exits. Any failure in capture is
-logged once per cause and counted (see drops.py); it never reaches the caller.
+logged once per cause and counted (see drops.py); it never reaches the caller. When a
+database server (PostgreSQL) is unreachable, records are held in memory (up to
+`HOLD_BACK_MAX`) and written, oldest first and never twice, once it answers again; what
+is still held back when the program exits is counted as dropped.
 
 What is recorded: the call site and contract fingerprint, the exact messages sent and the
 response schema (taken from the request byLLM hands to its provider when the call goes
@@ -33,7 +36,7 @@ from byllm_distill.drops import DropLog
 from byllm_distill.errors import DistillError, SerializationError, StoreError
 from byllm_distill.serialize import to_jsonable
 from byllm_distill.sites import describe
-from byllm_distill.store import Record, Store
+from byllm_distill.store import Record, RecordFilter, Store
 
 log = logging.getLogger("byllm_distill")
 
@@ -41,6 +44,10 @@ _active: contextvars.ContextVar[CallRecorder | None] = contextvars.ContextVar(
     "byllm_distill_recorder", default=None
 )
 _REDACTED = "[REDACTED]"
+# While the store is unreachable the writer holds back at most this many records and
+# retries this often; what is still held back at exit is counted as dropped.
+HOLD_BACK_MAX = 10_000
+RETRY_S = 2.0
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -161,6 +168,13 @@ class _Writer(threading.Thread):
         self._open_error: StoreError | None = None
         self._validation_warned = False
         self._next_open = 0.0
+        # Records whose write failed because the store was unreachable, oldest first,
+        # written before anything newer once it answers again (see `_write`).
+        self.pending: list[Record] = []
+        self._outage_warned = False
+        # A database server can restart and come back; a SQLite file that cannot be
+        # opened is a local problem that waiting does not fix, so its records are dropped.
+        self._networked = not config.database_url.startswith("sqlite")
 
     def submit(self, record: Record) -> None:
         try:
@@ -169,13 +183,27 @@ class _Writer(threading.Thread):
             self.drops.add("capture queue full", 1, "the store is slower than the calls")
 
     def flush(self, timeout: float = 30.0) -> bool:
+        """Write everything queued so far; False if that timed out or records are still
+        held back because the store is unreachable."""
         done = threading.Event()
         self.queue.put(done)
-        return done.wait(timeout)
+        return done.wait(timeout) and not self.pending
+
+    def close(self, timeout: float = 30.0) -> None:
+        """At exit: a last write; records the store never took are counted as dropped."""
+        self.flush(timeout)
+        if self.pending:
+            held, self.pending = self.pending, []
+            self.drops.add("store unavailable", len(held),
+                           "the store was still unreachable when the program exited")
 
     def run(self) -> None:
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=RETRY_S if self.pending else None)
+            except queue.Empty:
+                self._write([])  # retry what the store refused while it was down
+                continue
             batch: list[Record] = []
             events: list[threading.Event] = []
             while True:
@@ -189,28 +217,70 @@ class _Writer(threading.Thread):
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     break
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - the writer thread must survive anything
+                self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
             for event in events:
                 event.set()
 
     def _write(self, batch: list[Record]) -> None:
+        self._validate(batch)
+        if self.pending:
+            batch = self._not_yet_stored(self.pending) + batch
+            self.pending = []
         if not batch:
             return
-        self._validate(batch)
         for attempt in range(3):
             try:
                 self._open().add_records(batch)
+                if self._outage_warned:
+                    self._outage_warned = False
+                    log.warning("byllm-distill: the store answers again; %d held-back "
+                                "records were written.", len(batch))
                 return
             except StoreError as exc:
                 cause = classify_store_error(str(exc))
                 if cause == "store locked" and attempt < 2:
                     time.sleep(0.5)
                     continue
+                if cause == "store unavailable" and self._networked:
+                    self._hold_back(batch, exc)
+                    return
                 self.drops.add(cause, len(batch), str(exc))
                 return
             except Exception as exc:  # noqa: BLE001 - writer thread must survive anything
                 self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
                 return
+
+    def _hold_back(self, batch: list[Record], exc: StoreError) -> None:
+        """Keep records the unreachable store refused, up to `HOLD_BACK_MAX`; older ones
+        beyond that are counted as dropped."""
+        overflow = len(batch) - HOLD_BACK_MAX
+        if overflow > 0:
+            self.drops.add("store unavailable", overflow,
+                           f"more than {HOLD_BACK_MAX} records held back: {exc}")
+            batch = batch[overflow:]
+        self.pending = batch
+        if not self._outage_warned:
+            self._outage_warned = True
+            log.warning("byllm-distill: the store is unreachable (%s); captured records are "
+                        "held in memory (at most %d) and written when it answers again, "
+                        "retrying every %.0f s.", exc, HOLD_BACK_MAX, RETRY_S)
+
+    def _not_yet_stored(self, held: list[Record]) -> list[Record]:
+        """Held-back records minus any the store did commit (a commit whose answer was
+        lost with the connection), so a retry never writes a record twice."""
+        try:
+            store = self._open()
+            stored: set[str] = set()
+            for start in range(0, len(held), 500):
+                ids = [r.id for r in held[start:start + 500]]
+                stored.update(r.id for r in store.iter_records(RecordFilter(ids=ids),
+                                                                with_verdicts=False))
+        except Exception:  # noqa: BLE001 - still down: the write below holds them back again
+            return held
+        return [r for r in held if r.id not in stored]
 
     def _validate(self, batch: list[Record]) -> None:
         """Attach verdicts here, off the caller's thread; a record is stored either way."""
@@ -273,7 +343,7 @@ class Capture:
                 if self._writer is None:
                     writer = _Writer(self.config, self.drops)
                     writer.start()
-                    atexit.register(writer.flush)
+                    atexit.register(writer.close)
                     self._writer = writer
         return self._writer
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import click
 from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import StoreError
-from byllm_distill.store import Record, RecordFilter, Store
+from byllm_distill.store import RecordFilter, Store
 
 
 def record_filters(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,15 +75,18 @@ def status(as_json: bool) -> None:
         # Status must still report drops when the store itself is what is broken.
         info["store_error"] = str(exc)
     else:
+        with store.reading():
+            tally = store.tally()
+            sites = store.site_names()
+            per_site = [site_status(store, config, site) for site in sites]
         info.update({
             "store": store.display_url,
-            "records": store.count(),
-            "records_by_source": {s: store.count(RecordFilter(source=s))
+            "records": sum(tally.values()),
+            "records_by_source": {s: sum(n for (source, _), n in tally.items() if source == s)
                                   for s in ("teacher", "student", "shadow", "eval")},
-            "errors": store.count(RecordFilter(status="error")),
-            "sites": len({s.site for s in store.site_summaries()}),
-            "per_site": [site_status(store, config, site)
-                         for site in sorted({s.site for s in store.site_summaries()})],
+            "errors": sum(n for (_, status), n in tally.items() if status == "error"),
+            "sites": len(sites),
+            "per_site": per_site,
         })
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -187,13 +190,13 @@ def records_show(record_id: str) -> None:
 @friendly_errors
 def records_export(out: Path | None, **filters: Any) -> None:
     """Export records as JSONL, one record per line, oldest first."""
-    rows = open_store().iter_records(_filter(**filters))
+    lines = open_store().iter_export_lines(_filter(**filters))
     if out is None:
-        n = _write_jsonl(rows, sys.stdout)
+        n = _write_lines(lines, sys.stdout)
     else:
         tmp = out.with_name(out.name + ".partial")
         with tmp.open("w", encoding="utf-8") as fh:
-            n = _write_jsonl(rows, fh)
+            n = _write_lines(lines, fh)
         tmp.replace(out)
         click.echo(f"Wrote {n} records to {out}", err=True)
 
@@ -275,10 +278,10 @@ def rpg_show(record_id: str, png: Path | None) -> None:
         click.echo(f"wrote {to_png(output, png)}")
 
 
-def _write_jsonl(rows: Any, fh: Any) -> int:
+def _write_lines(lines: Iterator[str], fh: Any) -> int:
     n = 0
-    for record in rows:
-        fh.write(json.dumps(Record.to_public(record), ensure_ascii=False) + "\n")
+    for line in lines:
+        fh.write(line + "\n")
         n += 1
     return n
 

@@ -7,6 +7,7 @@ registry.py, lifecycle.py and store/events.py.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from byllm_distill.store.events import site_events
 
 
 def _registry(site: str) -> SiteRegistry:
-    return SiteRegistry(get_config().data_dir, site)
+    return SiteRegistry(get_config(), site)
 
 
 def register(main: click.Group) -> None:
@@ -85,6 +86,21 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @click.argument("site")
+    @friendly_errors
+    def retry(site: str) -> None:
+        """Clear a site's training failures so the worker tries it again now (after fixing
+        what `status` says went wrong)."""
+        from byllm_distill.store.events import log_event
+        from byllm_distill.store.jobs import JobQueue
+
+        store = open_store()
+        cleared = JobQueue(store).dismiss_failures(site)
+        log_event(store, site, "retry_requested", None, cleared=cleared)
+        click.echo(f"{site}: {cleared} failed job(s) cleared; the next worker round trains it "
+                   "if it is due.")
+
+    @main.command()
+    @click.argument("site")
     @click.argument("target")
     @friendly_errors
     def pin(site: str, target: str) -> None:
@@ -131,8 +147,11 @@ def register(main: click.Group) -> None:
     @click.option("--poll", default=60.0, show_default=True,
                   help="Seconds between rounds when nothing runs.")
     @click.option("--site", help="Only train this site.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+                  help="Where to train (default: the config's train_device, auto: cuda when "
+                       "a GPU is visible).")
     @friendly_errors
-    def worker(once: bool, poll: float, site: str | None) -> None:
+    def worker(once: bool, poll: float, site: str | None, device: str | None) -> None:
         """Train due sites in quiet windows, one job at a time at low priority."""
         from byllm_distill.lifecycle import JobReport, Worker
 
@@ -153,7 +172,10 @@ def register(main: click.Group) -> None:
             else:
                 click.echo(result)
 
-        Worker(get_config()).run(once=once, poll_s=poll, site=site, on_step=show)
+        config = get_config()
+        if device is not None:
+            config = replace(config, train_device=device)
+        Worker(config).run(once=once, poll_s=poll, site=site, on_step=show)
 
     @main.command()
     @click.option("--home", type=click.Path(file_okay=False, path_type=Path),

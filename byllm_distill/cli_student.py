@@ -107,11 +107,13 @@ def register(main: click.Group) -> None:
                                                      "too.")
     @click.option("--holdout", default=0.2, show_default=True, help="Held-out fraction.")
     @click.option("--seed", default=0, show_default=True, help="Split and training seed.")
+    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                  show_default=True, help="Where to train (auto: cuda when a GPU is visible).")
     @friendly_errors
     def train(site: str, qlora: bool, base: str | None, steps: int | None,
               epochs: float | None, rank: int, alpha: int, learning_rate: float,
               max_length: int, quant: str, unfiltered: bool, holdout: float,
-              seed: int) -> None:
+              seed: int, device: str) -> None:
         """Train, export and register a new student version for a site."""
         from byllm_distill.training.pipeline import train_site
         from byllm_distill.training.trainer import TrainConfig
@@ -120,7 +122,7 @@ def register(main: click.Group) -> None:
             raise click.UsageError("give --steps or --epochs, not both.")
         config = TrainConfig(rank=rank, alpha=alpha, learning_rate=learning_rate,
                              steps=steps, epochs=epochs, max_length=max_length, seed=seed,
-                             qlora=qlora)
+                             qlora=qlora, device=device)
         trained = train_site(site, config=get_config(), store=open_store(),
                              train_config=config, filtered=not unfiltered, holdout=holdout,
                              seed=seed, base=base, quant=quant)

@@ -109,6 +109,13 @@ class DistillConfig:
         "help": "SQLAlchemy URL of the store; default a SQLite file in `home`. A "
                 "`postgresql+psycopg://...` URL shares one store between servers.",
         "env": "BYLLM_DISTILL_STORE_URL"})
+    artifacts: str | None = field(default=None, metadata={
+        "help": "Shared storage for trained versions, e.g. 's3://bucket/prefix' (any fsspec "
+                "URL or a shared folder); unset: each version stays in the data dir of the "
+                "machine that trained it.", "env": "BYLLM_DISTILL_ARTIFACTS"})
+    artifacts_endpoint: str | None = field(default=None, metadata={
+        "help": "Endpoint URL of an S3-compatible server (MinIO, Ceph, moto) for "
+                "`artifacts`; unset: AWS.", "env": "BYLLM_DISTILL_ARTIFACTS_ENDPOINT"})
     teacher: str | None = field(default=None, metadata={
         "help": "litellm model name used as teacher by the bundled RPG program (e.g. "
                 "gpt-4o); unset means the offline teacher.", "env": "BYLLM_DISTILL_TEACHER"})
@@ -136,6 +143,19 @@ class DistillConfig:
     train_steps: int | None = field(default=None, metadata={
         "help": "Optimizer steps per training job (unset: the trainer's default budget).",
         "env": "BYLLM_DISTILL_TRAIN_STEPS"})
+    stale_after: float = field(default=120.0, metadata={
+        "help": "Seconds without a heartbeat after which a running training job counts as "
+                "abandoned (its worker died) and another worker retries it.",
+        "env": "BYLLM_DISTILL_STALE_AFTER"})
+    retry_backoff: float = field(default=300.0, metadata={
+        "help": "Seconds a site whose training failed waits before it is retried; doubles "
+                "with each further failure (at most 6 h).", "env": "BYLLM_DISTILL_RETRY_BACKOFF"})
+    max_failures: int = field(default=5, metadata={
+        "help": "Failures in a row after which a site needs attention and is not retried "
+                "until `byllm-distill retry SITE`.", "env": "BYLLM_DISTILL_MAX_FAILURES"})
+    train_device: str = field(default="auto", metadata={
+        "help": "Where the worker trains: cpu, cuda, or auto (cuda when a GPU is visible); "
+                "the manifest records the device used.", "env": "BYLLM_DISTILL_TRAIN_DEVICE"})
     validators: tuple[str, ...] = field(default=(), metadata={
         "help": "Extra validator plugins as 'module:function' (each gets the registry), "
                 "comma-separated in the environment.", "env": "BYLLM_DISTILL_VALIDATORS"})
@@ -159,6 +179,16 @@ class DistillConfig:
             raise ConfigError(f"'retrain_after' must be at least 1, got {self.retrain_after}.")
         if self.quiet_hours is not None:
             parse_hours(self.quiet_hours)
+        if self.retry_backoff < 0:
+            raise ConfigError(f"'retry_backoff' must be 0 or more seconds, got "
+                              f"{self.retry_backoff!r}.")
+        if self.max_failures < 1:
+            raise ConfigError(f"'max_failures' must be at least 1, got {self.max_failures!r}.")
+        if self.stale_after <= 0:
+            raise ConfigError(f"'stale_after' must be positive seconds, got {self.stale_after!r}.")
+        if self.train_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"'train_device' must be auto, cpu or cuda, got "
+                              f"{self.train_device!r}.")
 
     @property
     def data_dir(self) -> Path:

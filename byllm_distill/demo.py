@@ -134,7 +134,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
 
     say(f"[4/5] Serve: {options.serve_runs} runs")
     pinned = [site for site in SITES if modes[site] != "student"]
-    registries = {site: SiteRegistry(config.data_dir, site) for site in SITES}
+    registries = {site: SiteRegistry(config, site, store) for site in SITES}
     for site in pinned:
         say(f"      the gate kept the teacher for {site}; to show the serving path anyway, "
             f"the demo pins version {reports[site].version} for this step (`byllm-distill "
@@ -211,7 +211,7 @@ def _shadow(store: Store, config: Any, program: Any, options: DemoOptions,
     modes = {}
     for site in SITES:
         gate = promote_if_ready(store, config, site)
-        state = SiteRegistry(config.data_dir, site).state()
+        state = SiteRegistry(config, site, store).state()
         decided = (gate.to_dict() if gate is not None
                    else _promotion(store, site, reports[site].version))
         if decided is not None:

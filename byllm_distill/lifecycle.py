@@ -32,14 +32,13 @@ from typing import Any
 from byllm_distill.config import DistillConfig
 from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
 from byllm_distill.registry import SiteRegistry, SiteState, Version
-from byllm_distill.scheduler import due_sites, quiet_now
+from byllm_distill.scheduler import due_sites, quiet_now, retry_info
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.events import log_event, site_events
 from byllm_distill.store.jobs import Job, JobQueue
 
 log = logging.getLogger("byllm_distill")
 HEARTBEAT_S = 5.0
-STALE_AFTER_S = 120.0
 
 
 def evaluate_heldout(store: Store, site: str, version: Version,
@@ -106,7 +105,7 @@ def promote_if_ready(store: Store, config: DistillConfig, site: str,
     the gate passes. A promotion is always logged; a refusal only if it fails other
     criteria than the version's last logged refusal (the router asks after every shadow
     sample). None when the site is not in shadow mode or is pinned."""
-    registry = SiteRegistry(config.data_dir, site)
+    registry = SiteRegistry(config, site, store)
     state = registry.state()
     if (state.mode != "shadow" or state.active is None or state.pinned is not None
             or (version is not None and state.active != version)):
@@ -130,7 +129,7 @@ def rollback_if_failing(store: Store, config: DistillConfig, site: str,
     """Roll the serving `version` back when a live criterion shows it is worse than the
     teacher (validity, agreement or fidelity over the rollback window). Returns the check,
     or None when `version` is not the one serving unpinned."""
-    registry = SiteRegistry(config.data_dir, site)
+    registry = SiteRegistry(config, site, store)
     state = registry.state()
     if state.active != version or state.mode != "student" or state.pinned is not None:
         return None
@@ -206,7 +205,8 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
     beater.start()
     try:
         trained = train_site(job.site, config=config, store=store,
-                             train_config=TrainConfig(steps=config.train_steps),
+                             train_config=TrainConfig(steps=config.train_steps,
+                                                       device=config.train_device),
                              progress=progress)
         report.version = trained.number
         phase.update(phase="evaluating", version=trained.number)
@@ -223,7 +223,7 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
                     bar = tqdm(total=total, desc=f"held-out eval {job.site}", unit="call")
                 bar.update(done - bar.n)
 
-        registry = SiteRegistry(config.data_dir, job.site)
+        registry = SiteRegistry(config, job.site, store)
         try:
             report.heldout = evaluate_heldout(store, job.site,
                                               registry.verify(trained.number), on_eval)
@@ -263,8 +263,11 @@ class Worker:
         self.progress = progress
 
     def enqueue_due(self) -> list[str]:
+        """Queue every due site that is not backing off after a failure."""
         queued = []
         for info in due_sites(self.store, self.config):
+            if retry_info(self.queue, self.config, info.site).waiting():
+                continue
             if self.queue.enqueue(info.site) is not None:
                 queued.append(info.site)
         return queued
@@ -272,7 +275,7 @@ class Worker:
     def step(self, site: str | None = None) -> JobReport | str:
         """One scheduling round: requeue stale jobs, queue due sites, run one job if quiet
         (only `site`'s, if given). Returns the job's report, or why nothing ran."""
-        self.queue.requeue_stale(STALE_AFTER_S)
+        self.queue.requeue_stale(self.config.stale_after)
         self.enqueue_due()
         quiet, why = quiet_now(self.config)
         if not quiet:
@@ -284,15 +287,18 @@ class Worker:
 
     def run(self, once: bool = False, poll_s: float = 60.0, site: str | None = None,
             on_step: Callable[[Any], None] | None = None) -> None:
+        """Run jobs while there are any (a failed one does not stop the others), then wait
+        `poll_s` and look again; `once`: return when nothing is left to run now."""
         lower_priority()
         while True:
             result = self.step(site)
             if on_step:
                 on_step(result)
+            if isinstance(result, JobReport):
+                continue
             if once:
                 return
-            if not isinstance(result, JobReport):
-                time.sleep(poll_s)
+            time.sleep(poll_s)
 
 
 def lower_priority() -> None:
@@ -307,7 +313,7 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
     """What `status` shows per site: mode, versions, gate numbers, counts, next due."""
     from byllm_distill.scheduler import due_info
 
-    registry = SiteRegistry(config.data_dir, site)
+    registry = SiteRegistry(config, site, store)
     state = registry.state()
     counts = {s: store.count(RecordFilter(site=site, source=s))
               for s in ("teacher", "student", "shadow", "eval")}
@@ -330,4 +336,5 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
                      "due": due.due},
         "job": ({"status": jobs[0].status, "progress": jobs[0].progress,
                  "error": jobs[0].error, "version": jobs[0].version} if jobs else None),
+        "retry": retry_info(JobQueue(store), config, site).to_dict(),
     }

@@ -1,15 +1,24 @@
 """Per-call-site model registry: numbered versions, an active pointer, pins, rollback.
 
-Layout under the data dir, one folder per site (the key made filesystem-safe):
+What is shared lives in the store, so every app server and worker sees one truth:
+
+    versions     (site, number, status, manifest)   numbers allocated in the store
+    site_state   mode, active version, pin, contract fingerprint, earlier actives
+
+What is heavy lives in files: each machine's data dir caches the versions it uses,
 
     sites/<site>/versions/<N>/manifest.json   + the artifacts it lists (model.gguf, adapter/)
-    sites/<site>/state.json                   mode, active version, pin, contract fingerprint
 
-A version folder appears only complete: training writes `versions/<N>.partial/` and
-renames it (atomic on one filesystem). `state.json` is replaced atomically (write a temp
-file, `os.replace`), under a file lock so two processes never interleave updates; a
-reader sees the old state or the new one, never half of each. `verify` checks every
-file's sha256 against the manifest before a version may be loaded or activated.
+and with `artifacts = "s3://..."` (see artifacts.py) every version is also uploaded there
+and downloaded on first use elsewhere. A version becomes `ready` in the store only after
+its folder is complete locally (training writes `versions/<N>.partial/` and renames it)
+and uploaded; a killed trainer leaves a `building` row and a `.partial` folder, both
+ignored (the folder is cleaned by the next `new_version`). State changes are one
+transaction each (the row is locked on PostgreSQL; a file lock serialises processes on one
+machine for SQLite); a reader sees the old state or the new one. `verify` checks every
+file's sha256 against the manifest the store holds before a version may be loaded or
+activated. Data from before the store held the registry (`state.json`, version folders)
+is imported once, the first time a site is read.
 
 Modes: `teacher` (default), `shadow` (teacher answers, the active version runs alongside
 and is scored), `student` (the active version answers, the teacher is the fallback). A pin
@@ -19,48 +28,52 @@ and is scored), `student` (the active version answers, the teacher is the fallba
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from byllm_distill.errors import DistillError, NotFoundError
+import sqlalchemy as sa
+
+from byllm_distill.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    ArtifactUnavailable,
+    file_manifest,
+    sha256_file,
+    verify_files,
+)
+from byllm_distill.errors import DistillError, NotFoundError, StoreError
+from byllm_distill.store import tables
 from byllm_distill.store.record import utc_now
 
+if TYPE_CHECKING:
+    from byllm_distill.config import DistillConfig
+    from byllm_distill.store import Store
+
+__all__ = ["MODES", "ArtifactError", "ArtifactUnavailable", "SiteRegistry", "SiteState",
+           "Version", "file_manifest", "sha256_file", "site_dirname", "state_generation",
+           "verify_files"]
+
 MODES = ("teacher", "shadow", "student")
-
-
-class ArtifactError(DistillError):
-    """A version's files are missing, changed or corrupt; it must not be loaded."""
+_generation = 0  # bumped by every state change this process makes (see `state_generation`)
+_generation_lock = threading.Lock()
 
 
 def site_dirname(site: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", site)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """`{relative path: {"sha256", "bytes"}}` for every file under `folder`."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel == "manifest.json":
-            continue
-        out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    return out
+def state_generation() -> int:
+    """A counter of this process's own state changes: a cache of site states that saw
+    this value unchanged has missed no change made here (others' changes need a re-read)."""
+    return _generation
 
 
 @dataclass(frozen=True)
@@ -88,35 +101,85 @@ class Version:
 
 
 class SiteRegistry:
-    def __init__(self, data_dir: Path, site: str) -> None:
+    def __init__(self, config: DistillConfig, site: str, store: Store | None = None) -> None:
         self.site = site
-        self.root = data_dir / "sites" / site_dirname(site)
+        self.config = config
+        self._store = store
+        self.dirname = site_dirname(site)
+        self.root = config.data_dir / "sites" / self.dirname
         self.versions_dir = self.root / "versions"
+        self.shared = (ArtifactStore(config.artifacts, config.artifacts_endpoint)
+                       if config.artifacts else None)
+        self._imported = False
+
+    @classmethod
+    def at(cls, data_dir: Path, site: str, store: Store | None = None) -> SiteRegistry:
+        """The registry with this process's configuration but `data_dir` as its data dir."""
+        from byllm_distill.config import load_config
+
+        config = load_config()
+        if Path(data_dir).resolve() != config.data_dir:
+            config = replace(config, home=Path(data_dir))
+        return cls(config, site, store)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from byllm_distill.store.shared import shared_store
+
+            self._store = shared_store(self.config.database_url)
+        return self._store
+
+    @contextmanager
+    def _db(self, write: bool = False) -> Iterator[Any]:
+        """A connection (a transaction when `write`), database errors as `StoreError`."""
+        engine = self.store.engine
+        try:
+            with engine.begin() if write else engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            reason = f"{type(orig).__name__}: {orig}".splitlines()[0]
+            raise StoreError(f"cannot reach the registry of {self.site} in "
+                             f"{self.store.display_url}: {reason}") from exc
 
     # -- versions ----------------------------------------------------------------------
 
     def versions(self) -> list[Version]:
-        out = []
-        if self.versions_dir.is_dir():
-            for child in self.versions_dir.iterdir():
-                if child.name.isdigit() and (child / "manifest.json").is_file():
-                    out.append(self._load(int(child.name)))
-        return sorted(out, key=lambda v: v.number)
+        """Every ready version, oldest first (its files may not be on this machine yet)."""
+        self._import_local()
+        v = tables.versions.c
+        with self._db() as conn:
+            rows = conn.execute(sa.select(v.number, v.manifest).where(
+                v.site == self.site, v.status == "ready").order_by(v.number)).all()
+        return [Version(n, self.versions_dir / str(n), json.loads(m)) for n, m in rows]
 
-    def _load(self, number: int) -> Version:
-        path = self.versions_dir / str(number)
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except FileNotFoundError as exc:
+    def _manifest(self, number: int) -> dict[str, Any]:
+        self._import_local()
+        v = tables.versions.c
+        with self._db() as conn:
+            text = conn.execute(sa.select(v.manifest).where(
+                v.site == self.site, v.number == number, v.status == "ready")).scalar()
+        if text is None:
             raise NotFoundError(f"{self.site} has no version {number}; see "
-                                f"`byllm-distill models {self.site}`.") from exc
-        except ValueError as exc:
-            raise ArtifactError(f"{path / 'manifest.json'} is corrupt ({exc}); retrain with "
-                                f"`byllm-distill train {self.site}`.") from exc
-        return Version(number, path, manifest)
+                                f"`byllm-distill models {self.site}`.")
+        return json.loads(text)
 
     def version(self, number: int) -> Version:
-        return self._load(number)
+        """The version, its files on this machine (downloaded from shared artifacts when
+        missing here)."""
+        manifest = self._manifest(number)
+        path = self.versions_dir / str(number)
+        if not (path / "manifest.json").is_file():
+            if self.shared is None:
+                raise ArtifactError(
+                    f"{path} is missing: version {number} of {self.site} was trained on "
+                    "another machine and no shared artifact store is configured; set "
+                    "`artifacts = \"s3://bucket/prefix\"` (BYLLM_DISTILL_ARTIFACTS) on every "
+                    "machine, or retrain here.")
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            self.shared.fetch(self.site, self.dirname, number, path, manifest)
+        return Version(number, path, manifest)
 
     def newest(self) -> int:
         """The newest version's number; `NotFoundError` (saying how to train) if none."""
@@ -128,50 +191,81 @@ class SiteRegistry:
 
     @contextmanager
     def new_version(self) -> Iterator[tuple[int, Path]]:
-        """Yield `(number, partial folder)`; on success the folder becomes `versions/N`.
-
-        On any exception (Ctrl-C included) the partial folder is removed and no version
-        appears. A killed process leaves only a `.partial` folder, which is ignored and
-        cleaned up by the next `new_version`.
-        """
-        import shutil
-
+        """Yield `(number, partial folder)`; the caller writes `manifest.json` into it last.
+        On success the folder becomes `versions/N`, is uploaded to shared artifacts, and
+        the version is `ready` in the store. On any exception (Ctrl-C included) the folder
+        is removed and the number is given up; no version appears."""
+        self._import_local()
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            for stale in self.versions_dir.glob("*.partial"):
-                shutil.rmtree(stale, ignore_errors=True)
-            taken = [int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit()]
-            number = max(taken, default=0) + 1
+            _remove_stale_partials(self.versions_dir)
+            number = self._allocate()
             partial = self.versions_dir / f"{number}.partial"
             partial.mkdir()
+            # Held while this version is built: a `.partial` whose lock is free belongs to
+            # a process that died, and the next `new_version` removes it.
+            building = (self.versions_dir / f"{number}.partial.lock").open("a")
+            fcntl.flock(building, fcntl.LOCK_EX)
+        final = self.versions_dir / str(number)
         try:
             yield number, partial
+            manifest = json.loads((partial / "manifest.json").read_text())
+            os.rename(partial, final)
+            if self.shared is not None:
+                self.shared.publish(self.dirname, number, final, manifest)
+            self._set_version(number, "ready", manifest)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            # If even this fails the row stays `building`, which readers ignore the same.
+            with suppress(StoreError):
+                self._set_version(number, "abandoned", None)
             raise
-        os.rename(partial, self.versions_dir / str(number))
+        finally:
+            Path(building.name).unlink(missing_ok=True)
+            building.close()
+
+    def _allocate(self) -> int:
+        """A version number no machine has taken (the store's primary key decides)."""
+        v = tables.versions.c
+        local = [int(p.name) for p in self.versions_dir.iterdir() if p.name.isdigit()]
+        for _ in range(50):
+            try:
+                with self._db(write=True) as conn:
+                    top = conn.execute(sa.select(sa.func.max(v.number))
+                                       .where(v.site == self.site)).scalar()
+                    number = max(top or 0, *local, 0) + 1
+                    conn.execute(tables.versions.insert().values(
+                        site=self.site, number=number, status="building", manifest=None,
+                        created_at=utc_now()))
+                return number
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, sa.exc.IntegrityError):
+                    raise
+        raise StoreError(f"could not allocate a version number for {self.site}; retry")
+
+    def _set_version(self, number: int, status: str, manifest: dict[str, Any] | None) -> None:
+        v = tables.versions.c
+        with self._db(write=True) as conn:
+            conn.execute(tables.versions.update().where(v.site == self.site, v.number == number)
+                         .values(status=status, manifest=json.dumps(manifest)
+                                 if manifest is not None else None))
 
     def verify(self, number: int) -> Version:
-        """The version, after checking each listed file's size and sha256."""
-        version = self._load(number)
+        """The version, after checking each listed file's size and sha256 against the
+        manifest the store holds."""
+        version = self.version(number)
         verify_files(self.site, version.path, version.manifest)
         return version
 
     # -- state -------------------------------------------------------------------------
 
-    @property
-    def state_path(self) -> Path:
-        return self.root / "state.json"
-
     def state(self) -> SiteState:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return SiteState()
-        except ValueError as exc:
-            raise ArtifactError(f"{self.state_path} is corrupt ({exc}); fix or delete it "
-                                "(the site then goes back to the teacher).") from exc
-        return SiteState(**{k: v for k, v in data.items() if k in SiteState.__dataclass_fields__})
+        self._import_local()
+        s = tables.site_state.c
+        with self._db() as conn:
+            row = conn.execute(sa.select(tables.site_state).where(s.site == self.site)).first()
+        return _state(row)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -184,65 +278,149 @@ class SiteRegistry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def update(self, **changes: Any) -> SiteState:
-        """Apply `changes` to the state atomically and return the new state."""
-        with self._locked():
-            new = replace(self.state(), **changes, updated_at=utc_now())
-            if new.mode not in MODES:
-                raise DistillError(f"mode must be one of {', '.join(MODES)}, not {new.mode!r}")
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".state.", suffix=".json")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(new), fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.state_path)
+        """Apply `changes` to the state in one transaction and return the new state."""
+        return self._change(lambda _current: changes)
+
+    def _change(self, decide: Callable[[SiteState], dict[str, Any]]) -> SiteState:
+        """Read the state (row locked), apply `decide(current)`'s changes, write it back."""
+        global _generation
+        self._import_local()
+        s = tables.site_state.c
+        for _ in range(5):
+            try:
+                with self._locked(), self._db(write=True) as conn:
+                    row = conn.execute(sa.select(tables.site_state).where(s.site == self.site)
+                                       .with_for_update()).first()
+                    new = replace(_state(row), **decide(_state(row)), updated_at=utc_now())
+                    if new.mode not in MODES:
+                        raise DistillError(f"mode must be one of {', '.join(MODES)}, not "
+                                           f"{new.mode!r}")
+                    values = {"mode": new.mode, "active": new.active, "pinned": new.pinned,
+                              "fingerprint": new.fingerprint,
+                              "previous": json.dumps(new.previous),
+                              "updated_at": new.updated_at}
+                    if row is None:
+                        conn.execute(tables.site_state.insert().values(site=self.site,
+                                                                       **values))
+                    else:
+                        conn.execute(tables.site_state.update().where(s.site == self.site)
+                                     .values(**values))
+            except StoreError as exc:
+                if isinstance(exc.__cause__, sa.exc.IntegrityError):
+                    continue  # another machine created the row first: read it and retry
+                raise
+            with _generation_lock:
+                _generation += 1
             return new
+        raise StoreError(f"could not update the state of {self.site}; retry")
 
     # -- decisions ---------------------------------------------------------------------
 
     def activate(self, number: int, mode: str) -> SiteState:
         """Make `number` the active version in `mode` (after verifying its files)."""
         version = self.verify(number)
-        current = self.state()
-        previous = list(current.previous)
-        if current.active is not None and current.active != number:
-            previous.append(current.active)
-        return self.update(active=number, mode=mode, previous=previous,
-                           fingerprint=version.manifest.get("fingerprint"))
+
+        def decide(current: SiteState) -> dict[str, Any]:
+            previous = list(current.previous)
+            if current.active is not None and current.active != number:
+                previous.append(current.active)
+            return {"active": number, "mode": mode, "previous": previous,
+                    "fingerprint": version.manifest.get("fingerprint")}
+
+        return self._change(decide)
 
     def rollback(self) -> SiteState:
         """Back to the previous active version that still verifies, else to the teacher."""
-        current = self.state()
-        previous = list(current.previous)
-        while previous:
-            candidate = previous.pop()
-            try:
-                version = self.verify(candidate)
-            except DistillError:
-                continue
-            return self.update(active=candidate, previous=previous, mode="student",
-                               fingerprint=version.manifest.get("fingerprint"))
-        return self.update(active=None, previous=[], mode="teacher", fingerprint=None)
 
+        def decide(current: SiteState) -> dict[str, Any]:
+            previous = list(current.previous)
+            while previous:
+                candidate = previous.pop()
+                try:
+                    version = self.verify(candidate)
+                except DistillError:
+                    continue
+                return {"active": candidate, "previous": previous, "mode": "student",
+                        "fingerprint": version.manifest.get("fingerprint")}
+            return {"active": None, "previous": [], "mode": "teacher", "fingerprint": None}
 
-def verify_files(site: str, folder: Path, manifest: dict[str, Any] | None = None) -> None:
-    """Check each file a version's manifest lists (size and sha256) before anything loads;
-    `ArtifactError` names the first file that is missing or differs, and the fix."""
-    folder = Path(folder)
-    if manifest is None:
+        return self._change(decide)
+
+    # -- data from before the store held the registry -----------------------------------
+
+    def _import_local(self) -> None:
+        """Import this data dir's `state.json` and version folders the store does not know
+        (once per registry object; the file is renamed `state.json.imported`)."""
+        if self._imported:
+            return
+        self._imported = True
+        legacy = self.root / "state.json"
+        folders = [p for p in self.versions_dir.iterdir()
+                   if p.name.isdigit() and (p / "manifest.json").is_file()] \
+            if self.versions_dir.is_dir() else []
+        if not folders and not legacy.is_file():
+            return
+        v = tables.versions.c
+        with self._locked():
+            with self._db() as conn:
+                known = set(conn.execute(sa.select(v.number).where(v.site == self.site))
+                            .scalars())
+            for folder in sorted(folders, key=lambda p: int(p.name)):
+                if int(folder.name) not in known:
+                    self._import_version(int(folder.name), folder)
+            if legacy.is_file():
+                self._import_state(legacy)
+
+    def _import_version(self, number: int, folder: Path) -> None:
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{folder / 'manifest.json'} cannot be read ({exc}); retrain "
-                                f"with `byllm-distill train {site}`.") from exc
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ArtifactError(f"{folder / 'manifest.json'} lists no files; retrain with "
-                            f"`byllm-distill train {site}`.")
-    fix = f"retrain with `byllm-distill train {site}` or roll back"
-    for rel, info in files.items():
-        path = folder / rel
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing; {fix}.")
-        if path.stat().st_size != info.get("bytes") or sha256_file(path) != info.get("sha256"):
-            raise ArtifactError(f"{path} does not match its manifest (changed or corrupt); "
-                                f"{fix}.")
+        except ValueError:
+            return  # a corrupt manifest stays unimported; `verify` would refuse it anyway
+        if self.shared is not None:
+            self.shared.publish(self.dirname, number, folder, manifest)
+        try:
+            with self._db(write=True) as conn:
+                conn.execute(tables.versions.insert().values(
+                    site=self.site, number=number, status="ready",
+                    manifest=json.dumps(manifest), created_at=manifest.get("created_at")
+                    or utc_now()))
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, sa.exc.IntegrityError):
+                raise  # else another process imported it first
+
+    def _import_state(self, legacy: Path) -> None:
+        s = tables.site_state.c
+        try:
+            data = json.loads(legacy.read_text())
+        except ValueError as exc:
+            raise ArtifactError(f"{legacy} is corrupt ({exc}); fix or delete it (the site "
+                                "then goes back to the teacher).") from exc
+        with self._db(write=True) as conn:
+            if conn.execute(sa.select(s.site).where(s.site == self.site)).first() is None:
+                known = SiteState(**{k: v for k, v in data.items()
+                                     if k in SiteState.__dataclass_fields__})
+                conn.execute(tables.site_state.insert().values(
+                    site=self.site, mode=known.mode, active=known.active, pinned=known.pinned,
+                    fingerprint=known.fingerprint, previous=json.dumps(known.previous),
+                    updated_at=known.updated_at or utc_now()))
+        legacy.rename(legacy.with_name("state.json.imported"))
+
+
+def _remove_stale_partials(versions_dir: Path) -> None:
+    """Remove `.partial` folders no living process is building (see `new_version`)."""
+    for stale in versions_dir.glob("*.partial"):
+        with (versions_dir / f"{stale.name}.lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # still being built
+            shutil.rmtree(stale, ignore_errors=True)
+            Path(lock.name).unlink(missing_ok=True)
+
+
+def _state(row: Any) -> SiteState:
+    if row is None:
+        return SiteState()
+    return SiteState(mode=row.mode, active=row.active, pinned=row.pinned,
+                     fingerprint=row.fingerprint, previous=json.loads(row.previous or "[]"),
+                     updated_at=row.updated_at or "")

@@ -1,7 +1,7 @@
 """The call-site router: teacher, shadow or student, per site, with fallback.
 
-For each `by llm()` call the router reads the site's registry state (cached, reloaded
-when `state.json` changes) and picks a route:
+For each `by llm()` call the router reads the site's registry state (from the store,
+cached for at most `STATE_POLL_S` seconds) and picks a route:
 
 * `teacher`: the user's model answers; the call is captured (`source="teacher"`).
   Also used when the site has no active version, is pinned to the teacher, or its
@@ -37,6 +37,7 @@ import atexit
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,23 @@ from byllm_distill.background import Background
 from byllm_distill.capture import Capture
 from byllm_distill.config import DistillConfig
 from byllm_distill.errors import DistillError
-from byllm_distill.registry import SiteRegistry, SiteState, Version
+from byllm_distill.registry import (
+    ArtifactUnavailable,
+    SiteRegistry,
+    SiteState,
+    Version,
+    state_generation,
+)
 from byllm_distill.sites import describe
 
 log = logging.getLogger("byllm_distill")
 LIVE_CHECK_EVERY = 10
+# How stale a site's routing state may be: the bound on how long another server's
+# promotion, rollback or pin takes to reach this process.
+STATE_POLL_S = 2.0
+# After a failed download from shared artifacts, the teacher answers for this long before
+# this process tries again (so an unreachable store costs one attempt, not every call).
+UNAVAILABLE_RETRY_S = 60.0
 # Where a student runs native code, plus each loaded student's own module: where the
 # background thread is parked when exit gives up on it (see `_drain_at_exit`).
 STUDENT_CODE = ("byllm_distill.runtime", "llama_cpp")
@@ -87,8 +100,9 @@ class Router:
         self.config = config
         self.load_student = student_loader
         self._students: dict[tuple[str, int], Any] = {}
-        self._states: dict[str, tuple[float, SiteState]] = {}
+        self._states: dict[str, tuple[int, float, SiteState]] = {}
         self._warned: set[str] = set()
+        self._unavailable: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._served: dict[tuple[str, int], int] = {}
         self._repeats: dict[tuple[str, str], int] = {}  # (site, fingerprint) -> repeats
         self._lock = threading.Lock()
@@ -99,19 +113,25 @@ class Router:
     # -- deciding ----------------------------------------------------------------------
 
     def registry(self, site: str) -> SiteRegistry:
-        return SiteRegistry(self.config.data_dir, site)
+        return SiteRegistry(self.config, site)
 
     def _state(self, site: str) -> SiteState:
-        registry = self.registry(site)
-        try:
-            mtime = registry.state_path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return SiteState()
+        """The site's state, re-read from the store at most every `STATE_POLL_S` seconds
+        (at once after a change this process made), so a promotion or rollback made on
+        another server is obeyed within that bound."""
+        now = time.monotonic()
+        generation = state_generation()
         cached = self._states.get(site)
-        if cached is None or cached[0] != mtime:
-            cached = (mtime, registry.state())
+        if cached is None or cached[0] != generation or now - cached[1] >= STATE_POLL_S:
+            try:
+                state = self.registry(site).state()
+            except Exception as exc:  # noqa: BLE001 - an unreadable registry means the teacher
+                self._warn_once(f"state:{site}", "byllm-distill: cannot read the registry of "
+                                "%s (%s); the teacher answers until it can.", site, exc)
+                state = SiteState()
+            cached = (generation, now, state)
             self._states[site] = cached
-        return cached[1]
+        return cached[2]
 
     def route(self, mt_run: Any) -> Route:
         site = describe(mt_run)
@@ -175,7 +195,14 @@ class Router:
         with self._lock:
             student = self._students.get(key)
             if student is None:
-                version = self.registry(route.site).verify(route.version)
+                failed = self._unavailable.get(key)
+                if failed is not None and time.monotonic() - failed[0] < UNAVAILABLE_RETRY_S:
+                    raise failed[1]
+                try:
+                    version = self.registry(route.site).verify(route.version)
+                except ArtifactUnavailable as exc:
+                    self._unavailable[key] = (time.monotonic(), exc)
+                    raise
                 student = self.load_student(route.site, version)
                 self._students[key] = student
         return student
@@ -313,8 +340,9 @@ class Router:
     def _student_unloadable(self, route: Route, exc: Exception) -> None:
         self._warn_once(f"load:{route.site}:{route.version}", "byllm-distill: %s v%s cannot "
                         "be loaded (%s); the teacher answers.", route.site, route.version, exc)
-        if route.pinned or not isinstance(exc, DistillError):
-            return
+        if route.pinned or not isinstance(exc, DistillError) or isinstance(
+                exc, ArtifactUnavailable):
+            return  # only a version shown to be broken is rolled back, not this machine's access
         from byllm_distill.lifecycle import refuse_unloadable
 
         refuse_unloadable(self._store(), self.registry(route.site), route.version, str(exc))

@@ -6,17 +6,27 @@ only inside the configured quiet window (`quiet_hours`, local time) and while th
 1-minute load average per core is below `max_load` (each unset means no limit). The
 worker takes one job at a time from the durable queue (store/jobs.py) and runs it at low
 OS priority; see lifecycle.py for what a job does.
+
+A site whose training failed is not queued again at once: it waits `retry_backoff`
+seconds after its first failure, doubling with each further one (capped at six hours),
+and after `max_failures` in a row it needs attention: it is not retried until someone
+runs `byllm-distill retry SITE` (after fixing what the error names). One failing site never
+holds up the others.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from byllm_distill.config import DistillConfig, parse_hours
 from byllm_distill.registry import SiteRegistry
 from byllm_distill.store import RecordFilter, Store
+from byllm_distill.store.jobs import JobQueue
+
+# The longest a failing site waits between attempts, however many times it failed.
+MAX_BACKOFF_S = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,12 @@ def current_fingerprint(store: Store, site: str) -> str | None:
 
 
 def due_info(store: Store, config: DistillConfig, site: str) -> DueInfo:
-    registry = SiteRegistry(config.data_dir, site)
+    registry = SiteRegistry(config, site, store=store)
     versions = registry.versions()
     since = versions[-1].manifest.get("created_at") if versions else None
     fingerprint = current_fingerprint(store, site) or ""
-    new = sum(1 for r in store.iter_records(
-        RecordFilter(site=site, source="teacher", valid=True, since=since),
-        with_verdicts=False) if r.fingerprint == fingerprint)
+    new = store.count(RecordFilter(site=site, source="teacher", fingerprint=fingerprint,
+                                   valid=True, since=since))
     return DueInfo(site, fingerprint, new, config.retrain_after, since)
 
 
@@ -68,3 +77,41 @@ def quiet_now(config: DistillConfig, now: datetime | None = None,
         if per_core >= config.max_load:
             return False, f"load {per_core:.2f} per core >= max_load {config.max_load}"
     return True, ""
+
+
+@dataclass(frozen=True)
+class RetryInfo:
+    """A site's recent training failures and what the worker does about them."""
+
+    failures: int  # failed jobs since its last successful one
+    reason: str | None  # the newest failure's error
+    retry_at: str | None  # ISO time before which the site is not queued again
+    needs_attention: bool  # `max_failures` reached: not retried until `retry SITE`
+
+    def waiting(self, now: datetime | None = None) -> bool:
+        if self.needs_attention:
+            return True
+        if self.retry_at is None:
+            return False
+        return (now or datetime.now(UTC)) < datetime.fromisoformat(self.retry_at)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"failures": self.failures, "reason": self.reason, "retry_at": self.retry_at,
+                "needs_attention": self.needs_attention}
+
+
+def backoff_s(config: DistillConfig, failures: int) -> float:
+    """Delay before retrying after `failures` consecutive failures: doubling from
+    `retry_backoff`, capped at `MAX_BACKOFF_S`."""
+    return min(MAX_BACKOFF_S, config.retry_backoff * 2 ** max(0, failures - 1))
+
+
+def retry_info(queue: JobQueue, config: DistillConfig, site: str) -> RetryInfo:
+    streak = queue.failure_streak(site, limit=config.max_failures + 1)
+    if not streak:
+        return RetryInfo(0, None, None, False)
+    newest = streak[0]
+    finished = datetime.fromisoformat(newest.finished_at or newest.created_at)
+    retry_at = finished + timedelta(seconds=backoff_s(config, len(streak)))
+    return RetryInfo(len(streak), newest.error, retry_at.isoformat(),
+                     len(streak) >= config.max_failures)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up byllm-distill for development or a demo: a Python 3.12 virtual environment in
 # .venv with the package installed editable and every extra (training, serving,
-# evaluation, tests). Idempotent: re-running is quick unless pyproject.toml changed.
+# evaluation, tests, team mode: the PostgreSQL driver and s3fs), plus the system programs
+# some tests drive.
+# Idempotent: re-running is quick unless pyproject.toml changed.
 # Heavy wheels (torch ~5 GB, llama-cpp-python built once in ~5 min) come from pip's cache
 # after the first install on a machine.
 set -euo pipefail
@@ -31,7 +33,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "setup: installing byllm-distill and its extras into .venv (first time: several minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev]"
+    .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev,team]"
     echo "$want" > "$stamp"
 fi
 # The rating page's browser test drives Debian's Chromium (no browser download).
@@ -41,6 +43,25 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
     else
         echo "setup: note: chromium + chromium-driver are not installed; the browser test will be skipped (sudo apt-get install chromium chromium-driver)"
+    fi
+fi
+# Store tests run on SQLite and on a throwaway PostgreSQL server they start themselves
+# (tests/postgres_server.py); they need the server programs, not a running server.
+have_postgres() {
+    local dirs=()
+    command -v pg_config >/dev/null && dirs+=("$(pg_config --bindir)")
+    dirs+=(/usr/lib/postgresql/*/bin)
+    for dir in "${dirs[@]}"; do
+        [ -x "$dir/pg_ctl" ] && [ -x "$dir/initdb" ] && return 0
+    done
+    return 1
+}
+if ! have_postgres; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing Debian's postgresql (for the PostgreSQL store tests)"
+        apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "setup: note: PostgreSQL's server programs (initdb, pg_ctl) are not installed; the PostgreSQL store tests will be skipped (sudo apt-get install postgresql)"
     fi
 fi
 # llama.cpp's HF->GGUF converter ships only in the llama-cpp-python sdist: fetch it once

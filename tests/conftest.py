@@ -1,13 +1,20 @@
-"""Shared fixtures: every test gets its own data dir; helpers to run Jac programs."""
+"""Shared fixtures: every test gets its own data dir; helpers to run Jac programs.
+
+`store_backend` runs a test once on the default SQLite file and once on a fresh database
+of a real PostgreSQL server that lives for the whole run (`postgres_server`).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresServer, PostgresUnavailable
+from s3_server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -27,12 +34,86 @@ def distill_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 "BYLLM_DISTILL_TEACHER_ERRORS"):
         monkeypatch.delenv(var, raising=False)
     from byllm_distill import capture, router
+    from byllm_distill.store.shared import close_shared_stores
 
     router.reset_router()
     capture.reset_capture()
     yield home
     router.reset_router()
     capture.reset_capture()
+    close_shared_stores()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the run; skipped only where none can exist."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the psycopg driver: pip install -e '.[postgres]' "
+                    "(scripts/setup.sh installs it)")
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest, distill_home: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The store URL in use; capture, the CLI and `jac` subprocesses see it too."""
+    from byllm_distill import capture, router
+    from byllm_distill.config import load_config
+    from byllm_distill.store.shared import close_shared_stores
+
+    if request.param == "sqlite":
+        yield load_config().database_url
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    monkeypatch.setenv("BYLLM_DISTILL_STORE_URL", url)
+    yield url
+    # Capture and routing write until they are drained; only then can the database go.
+    router.reset_router()
+    capture.reset_capture()
+    close_shared_stores()
+    server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3-compatible server (moto, its own process) on 127.0.0.1 for the run."""
+    server = S3Server()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.skip(f"S3 tests skipped: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def team_env(postgres_server: PostgresServer, s3_server: S3Server) -> Iterator[dict[str, str]]:
+    """Environment for a team setup: a fresh PostgreSQL database and a fresh S3 bucket.
+    Each process started with it still picks its own data dir (`BYLLM_DISTILL_HOME`)."""
+    from s3_server import ENV
+
+    url = postgres_server.create_database()
+    env = {**ENV, "BYLLM_DISTILL_STORE_URL": url,
+           "BYLLM_DISTILL_ARTIFACTS": s3_server.bucket(),
+           "BYLLM_DISTILL_ARTIFACTS_ENDPOINT": s3_server.endpoint}
+    yield env
+    from byllm_distill.store.shared import close_shared_stores
+
+    close_shared_stores()
+    postgres_server.drop_database(url)
 
 
 def run_jac(program: Path, env: dict[str, str] | None = None, cwd: Path | None = None,

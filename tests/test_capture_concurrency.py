@@ -1,4 +1,4 @@
-"""Many threads and a second process capturing into one SQLite store at once."""
+"""Many threads and a second process capturing into one store (SQLite, PostgreSQL) at once."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from pathlib import Path
 
 from conftest import FIXTURES
 
 import byllm_distill
-from byllm_distill.config import load_config
 from byllm_distill.store import Store
 
 THREADS, CALLS, OTHER = 8, 50, 200
 
 
-def test_threads_and_second_process_every_record_once(distill_home: Path) -> None:
+def test_threads_and_second_process_every_record_once(store_backend: str) -> None:
     import jaclang  # noqa: F401
     from byllm.lib import Model
 
@@ -49,7 +47,7 @@ def test_threads_and_second_process_every_record_once(distill_home: Path) -> Non
     assert not errors
     assert byllm_distill.flush(120)
 
-    store = Store(load_config().database_url)
+    store = Store(store_backend)
     seen = Counter(r.output for r in store.iter_records())
     expected = set(outputs) | {f"other-{i}" for i in range(OTHER)}
     assert set(seen) == expected

@@ -16,12 +16,12 @@ class Opaque:
     """An argument with no JSON form."""
 
 
-def test_unserializable_argument_is_dropped_and_counted(distill_home: Path,
+def test_unserializable_argument_is_dropped_and_counted(store_backend: str,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     import jaclang  # noqa: F401
     from byllm.lib import Model
 
-    model = Model(model_name="mockllm", config={"outputs": ["fine", "also fine"]})
+    model = Model(model_name="mockllm", config={"outputs": ["fine", "also fine", "kept"]})
 
     @byllm_distill.by(model)
     def describe(thing: object) -> str:
@@ -29,11 +29,13 @@ def test_unserializable_argument_is_dropped_and_counted(distill_home: Path,
 
     assert describe(Opaque()) == "fine"
     assert describe(Opaque()) == "also fine"
+    assert describe("a plain string") == "kept"  # proves capture writes where we look
     assert byllm_distill.flush()
     assert DropLog(load_config().data_dir).totals() == {"value does not serialize": 2}
     warnings = [r for r in caplog.records if "capture dropped a record" in r.getMessage()]
     assert len(warnings) == 1 and "Opaque" in warnings[0].getMessage()
-    assert Store(load_config().database_url).count() == 0
+    (kept,) = Store(store_backend).iter_records()
+    assert kept.output == "kept" and kept.args == {"thing": "a plain string"}
 
 
 def test_malformed_config_turns_capture_off_not_the_call(distill_home: Path,

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import run_jac
 from openai_server import OpenAIServer
 
 import byllm_distill
-from byllm_distill.config import load_config
 from byllm_distill.store import Store
 
 SECRET = "sk-test-SECRET-5f1d2c9a"
@@ -35,7 +35,22 @@ def _byllm():
     return Model
 
 
+def _stored_bytes(url: str, home: Path) -> bytes:
+    """Everything the store holds: each row of each table, and for SQLite the raw files too
+    (freed pages and the WAL keep bytes that no row shows)."""
+    engine = sa.create_engine(url)
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        rows = [repr(tuple(row)) for table in meta.sorted_tables
+                for row in conn.execute(sa.select(table))]
+    engine.dispose()
+    files = b"".join(p.read_bytes() for p in home.glob("distill.db*"))
+    return "\n".join(rows).encode() + files
+
+
 def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill_home: Path,
+                                                      store_backend: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     with OpenAIServer(model="gpt-4o-mini") as server:
         server.answers.append("Paris")
@@ -53,7 +68,7 @@ def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill
     sent = server.requests[0]
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     assert headers["authorization"] == f"Bearer {SECRET}"  # the call really used the key
-    store = Store(load_config().database_url)
+    store = Store(store_backend)
     (record,) = list(store.iter_records())
     assert record.site.endswith("capital_of")
     assert record.output == "Paris" and record.output_raw == "Paris"
@@ -63,11 +78,11 @@ def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill
     assert record.messages == sent["body"]["messages"]  # exactly what went over the wire
     assert record.args == {"country": "France"}
     store.close()
-    for path in distill_home.glob("distill.db*"):
-        assert SECRET.encode() not in path.read_bytes(), path
+    stored = _stored_bytes(store_backend, distill_home)
+    assert b"Paris" in stored and SECRET.encode() not in stored
 
 
-def test_http_client_path_and_structured_output(jac_loaded: None, distill_home: Path) -> None:
+def test_http_client_path_and_structured_output(jac_loaded: None, store_backend: str) -> None:
     # byLLM's `http_client` mode posts straight to the endpoint with httpx. (Its `proxy`
     # mode is not tested: byLLM 0.6.19 fails on the OpenAI client's response object.)
     with OpenAIServer(model="local-teacher") as server:
@@ -82,14 +97,15 @@ def test_http_client_path_and_structured_output(jac_loaded: None, distill_home: 
         assert pick("top") == Point(x=2, y=5)
         assert byllm_distill.flush()
         body = server.requests[0]["body"]
-    (record,) = list(Store(load_config().database_url).iter_records())
+    (record,) = list(Store(store_backend).iter_records())
     assert record.output == {"x": 2, "y": 5}
     assert record.output_raw == '{"x": 2, "y": 5}'
     assert record.schema == body["response_format"]
     assert record.usage["total_tokens"] == 18
 
 
-def test_jac_program_against_local_server(tmp_path: Path, distill_home: Path) -> None:
+def test_jac_program_against_local_server(tmp_path: Path, distill_home: Path,
+                                          store_backend: str) -> None:
     program = tmp_path / "ask.jac"
     program.write_text(
         'import from byllm.lib { Model }\n'
@@ -104,15 +120,16 @@ def test_jac_program_against_local_server(tmp_path: Path, distill_home: Path) ->
                                        "OPENAI_API_BASE": server.base_url})
     assert result.returncode == 0, result.stderr
     assert "Rayleigh scattering." in result.stdout
-    (record,) = list(Store(load_config().database_url).iter_records())
+    (record,) = list(Store(store_backend).iter_records())
     assert record.site == "ask.ask" and record.output == "Rayleigh scattering."
     assert record.usage["completion_tokens"] == 7
-    blob = b"".join(p.read_bytes() for p in distill_home.glob("distill.db*"))
-    assert SECRET.encode() not in blob
+    stored = _stored_bytes(store_backend, distill_home)
+    assert b"Rayleigh" in stored and SECRET.encode() not in stored
     assert json.dumps(record.to_public())  # exportable
 
 
 def test_failed_call_is_recorded_and_still_raises(jac_loaded: None, distill_home: Path,
+                                                   store_backend: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")
@@ -126,7 +143,7 @@ def test_failed_call_is_recorded_and_still_raises(jac_loaded: None, distill_home
     with pytest.raises(Exception):  # noqa: B017 - whatever byLLM raises must pass through
         shout("hi")
     assert byllm_distill.flush()
-    (record,) = list(Store(load_config().database_url).iter_records())
+    (record,) = list(Store(store_backend).iter_records())
     assert record.status == "error" and record.error and record.output is None
     assert SECRET not in json.dumps(record.to_public())
     assert os.environ["BYLLM_DISTILL_HOME"] == str(distill_home)

@@ -37,7 +37,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert (home / ".byllm-distill-demo").is_file()
     store = Store(f"sqlite:///{home / 'distill.db'}")
     for site in (LEVEL_SITE, MAP_SITE):
-        state = SiteRegistry(home, site).state()
+        state = SiteRegistry.at(home, site).state()
         assert state.pinned is None and state.active == 1
         assert store.count(RecordFilter(site=site, source="shadow")) == 5
         assert store.count(RecordFilter(site=site, source="student")) == 5
@@ -71,7 +71,7 @@ def test_demo_default_budget_both_sites_judged_map_promoted(tmp_path: Path) -> N
     print(out)  # shown with `pytest -rP`: the run the README quotes
     store = Store(f"sqlite:///{home / 'distill.db'}")
     assert f"{MAP_SITE} is now in student mode" in out, out
-    state = SiteRegistry(home, MAP_SITE).state()
+    state = SiteRegistry.at(home, MAP_SITE).state()
     assert state.mode == "student" and state.active == 1 and state.pinned is None
     (promoted,) = site_events(store, MAP_SITE, kinds=("promoted",))
     criteria = {c["name"]: c for c in promoted.details["criteria"]}
@@ -83,7 +83,7 @@ def test_demo_default_budget_both_sites_judged_map_promoted(tmp_path: Path) -> N
     assert criteria["agreement:walls"]["passed"] is None
     assert criteria["agreement:walls"]["baseline"] is not None
 
-    level = SiteRegistry(home, LEVEL_SITE).state()
+    level = SiteRegistry.at(home, LEVEL_SITE).state()
     decisions = site_events(store, LEVEL_SITE, kinds=("promoted", "gate_refused"))
     assert decisions, "the gate judged the level site"
     promoted = any(e.kind == "promoted" for e in decisions)

@@ -247,7 +247,7 @@ def test_task_metrics_register_by_glob_and_a_broken_one_is_reported() -> None:
 
 
 def _stand_in_version(site: str) -> int:
-    registry = SiteRegistry(load_config().data_dir, site)
+    registry = SiteRegistry(load_config(), site)
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text("stand-in weights")
         manifest = {"fingerprint": "fp-map", "files": file_manifest(folder)}

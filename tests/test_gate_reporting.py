@@ -35,7 +35,7 @@ def _setup() -> tuple[Store, int]:
                for i, t in enumerate(teacher)]
     store.add_records([_as(t, s, "eval") for t, s in zip(teacher, student, strict=True)])
     store.add_records([_as(t, t.output, "teacher", model=t.model) for t in teacher])
-    registry = SiteRegistry(config.data_dir, TRIAGE_SITE)
+    registry = SiteRegistry(config, TRIAGE_SITE)
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text("stand-in")
         manifest = {"fingerprint": "triage-contract", "files": file_manifest(folder),
@@ -96,7 +96,7 @@ def test_eval_report_draws_the_versions_over_time(tmp_path: Path) -> None:
     store, first = _setup()
     config = load_config()
     teacher = [r for r in store.iter_records() if r.source == "teacher"][:40]
-    registry = SiteRegistry(config.data_dir, TRIAGE_SITE)
+    registry = SiteRegistry(config, TRIAGE_SITE)
     with registry.new_version() as (second, folder):
         (folder / "model.gguf").write_text("stand-in")
         manifest = {"fingerprint": "triage-contract", "files": file_manifest(folder),

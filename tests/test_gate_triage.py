@@ -76,7 +76,7 @@ def test_one_step_student_refused_on_agreement_default_judged_by_its_bounds(
         shutil.copy(TRIAGE_DIR / name, project / name)
     monkeypatch.chdir(project)
     store = Store(load_config().database_url)
-    registry = SiteRegistry(load_config().data_dir, SITE)
+    registry = SiteRegistry(load_config(), SITE)
 
     _play(project, 150, seed=0)
     assert store.count(RecordFilter(site=SITE, source="teacher", valid=True)) == 150

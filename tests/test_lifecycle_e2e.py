@@ -70,7 +70,7 @@ def test_capture_train_shadow_promote_serve_fallback(tmp_path: Path, distill_hom
     trained = run_cli("worker", "--once", "--site", MAP_SITE, env=env)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "trained version 1, now in shadow mode" in trained.stdout
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     assert registry.state().mode == "shadow" and registry.state().active == 1
     assert store.count(RecordFilter(site=MAP_SITE, source="eval", version=1)) > 0
 

@@ -70,7 +70,7 @@ def test_gate_promotes_then_quality_rollback_names_the_criterion(program: Any) -
     byllm_distill.flush()
     store = Store(load_config().database_url)
     fingerprint = next(store.iter_records(RecordFilter(site=SITE))).fingerprint
-    registry = SiteRegistry(load_config().data_dir, SITE)
+    registry = SiteRegistry(load_config(), SITE)
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text("stand-in weights")
         (folder / "manifest.json").write_text(json.dumps(

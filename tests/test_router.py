@@ -58,7 +58,7 @@ def _level(program: Any, difficulty: int = 2) -> Any:
 
 
 def _register_version(fingerprint: str, label: str = "a") -> int:
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text(f"stand-in weights {label}")
         manifest = {"fingerprint": fingerprint, "files": file_manifest(folder)}
@@ -89,7 +89,7 @@ def test_student_serves_and_is_recorded(program: Any) -> None:
     version = _register_version(fingerprint)
     student = OfflineDesigner(model_name="student-designer")
     _install_router({version: student})
-    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
 
     level = _level(program, 3)
     answer = program.create_next_map(level)
@@ -105,7 +105,7 @@ def test_rejected_student_answer_falls_back_inside_the_call(program: Any) -> Non
     fingerprint = _map_fingerprint(program)
     version = _register_version(fingerprint)
     _install_router({version: BrokenDesigner(model_name="broken-student")})
-    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
 
     level = _level(program, 4)
     answer = program.create_next_map(level)
@@ -124,7 +124,7 @@ def test_rejected_student_answer_falls_back_inside_the_call(program: Any) -> Non
 def test_crashing_student_falls_back(program: Any) -> None:
     version = _register_version(_map_fingerprint(program))
     _install_router({version: ExplodingModel(model_name="exploding")})
-    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
     level = _level(program)
     assert len(program.create_next_map(level).enemies) == level.num_enemies
 
@@ -133,7 +133,7 @@ def test_shadow_samples_then_promotion(program: Any, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("BYLLM_DISTILL_HOME", str(load_config().data_dir))
     version = _register_version(_map_fingerprint(program))
     router = _install_router({version: OfflineDesigner(model_name="student-designer")})
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     registry.activate(version, mode="shadow")
     settings = load_config().site(MAP_SITE)
     # Validity alone would promote after the fewest perfect samples whose Wilson lower bound
@@ -168,7 +168,7 @@ def test_shadow_samples_then_promotion(program: Any, monkeypatch: pytest.MonkeyP
 def _shadow_call_then_exit(program: Any, student: str, exit_wait: float,
                            ) -> tuple[subprocess.CompletedProcess[str], float]:
     version = _register_version(_map_fingerprint(program))
-    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="shadow")
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="shadow")
     env = {**os.environ, "BYLLM_DISTILL_EXIT_WAIT": str(exit_wait)}
     started = time.monotonic()
     result = subprocess.run([sys.executable, str(FIXTURES / "shadow_exit_proc.py"), student],
@@ -222,7 +222,7 @@ def test_bad_student_is_never_promoted_and_live_failures_roll_back(program: Any)
     bad = _register_version(fingerprint, "bad")
     router = _install_router({good: OfflineDesigner(model_name="good"),
                               bad: BrokenDesigner(model_name="bad")})
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     registry.activate(bad, mode="shadow")
     for _ in range(25):
         program.create_next_map(_level(program))
@@ -246,7 +246,7 @@ def test_bad_student_is_never_promoted_and_live_failures_roll_back(program: Any)
 def test_changed_contract_routes_to_teacher(program: Any) -> None:
     version = _register_version("fingerprint-of-an-older-contract")
     _install_router({version: BrokenDesigner(model_name="stale")})
-    SiteRegistry(load_config().data_dir, MAP_SITE).activate(version, mode="student")
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
     program.create_next_map(_level(program))
     byllm_distill.flush()
     store = Store(load_config().database_url)
@@ -256,7 +256,7 @@ def test_changed_contract_routes_to_teacher(program: Any) -> None:
 def test_corrupt_artifact_is_refused_and_rolled_back(program: Any) -> None:
     version = _register_version(_map_fingerprint(program))
     _install_router({version: OfflineDesigner(model_name="never-loaded")})
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     registry.activate(version, mode="student")
     (registry.versions_dir / str(version) / "model.gguf").write_text("corrupted!")
     level = _level(program)
@@ -273,7 +273,7 @@ def test_pins(program: Any) -> None:
     version = _register_version(_map_fingerprint(program))
     # No sampled teacher checks (5% by default): they would add teacher records.
     _install_router({version: OfflineDesigner(model_name="pinned-student")}, check_fraction=0.0)
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     registry.update(pinned=str(version))
     program.create_next_map(_level(program))
     registry.update(pinned="teacher", active=version, mode="student")
@@ -285,7 +285,7 @@ def test_pins(program: Any) -> None:
 
 
 def test_partial_version_never_appears(tmp_path: Path) -> None:
-    registry = SiteRegistry(tmp_path, "m.f")
+    registry = SiteRegistry.at(tmp_path, "m.f")
     with pytest.raises(KeyboardInterrupt), registry.new_version() as (_number, folder):
         (folder / "model.gguf").write_text("half")
         raise KeyboardInterrupt
@@ -295,7 +295,7 @@ def test_partial_version_never_appears(tmp_path: Path) -> None:
 def test_newest_version_or_a_clear_error(tmp_path: Path) -> None:
     from byllm_distill.errors import NotFoundError
 
-    registry = SiteRegistry(tmp_path, "m.f")
+    registry = SiteRegistry.at(tmp_path, "m.f")
     with pytest.raises(NotFoundError, match="run `byllm-distill train m.f`"):
         registry.newest()
     for _ in range(2):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from postgres_server import PostgresServer
 
 from byllm_distill.errors import NotFoundError, StoreError
 from byllm_distill.store import Record, RecordFilter, Store, parse_since
@@ -18,19 +19,19 @@ def _record(site: str = "m.f", model: str = "gpt", status: str = "ok", **kw) -> 
                   output={"k": [1, 2]}, **kw)
 
 
-def test_migrations_run_once_and_are_recorded(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    Store(url).close()
-    store = Store(url)  # a second open applies nothing new
+def test_migrations_run_once_and_are_recorded(store_backend: str) -> None:
+    Store(store_backend).close()
+    store = Store(store_backend)  # a second open applies nothing new
     with store.engine.connect() as conn:
         names = [r[0] for r in conn.execute(sa.text("select name from _migrations"))]
-    assert names == [m.__name__ for m in MIGRATIONS]
-    mode = store.engine.connect().exec_driver_sql("PRAGMA journal_mode").scalar()
-    assert mode == "wal"
+        assert names == [m.__name__ for m in MIGRATIONS]
+        if store.engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
 
 
-def test_write_read_filter_roundtrip(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+def test_write_read_filter_roundtrip(store_backend: str) -> None:
+    store = Store(store_backend)
     records = [_record(), _record(site="m.g", model="claude"), _record(status="error",
                                                                         error="boom")]
     store.add_records(records)
@@ -62,3 +63,9 @@ def test_unopenable_store_raises_store_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot open store"):
         Store(f"sqlite:///{tmp_path / 'file' / 'sub' / 's.db'}")
+
+
+def test_missing_postgres_database_raises_store_error(postgres_server: PostgresServer) -> None:
+    url = postgres_server.url("no_such_database")
+    with pytest.raises(StoreError, match='cannot open store .*"no_such_database" does not exist'):
+        Store(url)

@@ -61,7 +61,7 @@ def test_version_folder_is_complete_and_traceable(trained) -> None:
     assert (folder / "model.gguf").read_bytes()[:4] == b"GGUF"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest == version.manifest
-    SiteRegistry(config.data_dir, SITE).verify(1)  # every listed file's sha256 matches
+    SiteRegistry(config, SITE).verify(1)  # every listed file's sha256 matches
     assert "model.gguf" in manifest["files"] and "adapter/adapter_config.json" in manifest[
         "files"]
     dataset = load_dataset(folder / "dataset")

@@ -35,6 +35,30 @@ def test_quiet_window_and_load() -> None:
     assert not quiet_now(busy, load=4.0)[0] and quiet_now(busy, load=0.1)[0]
 
 
+def test_training_device_choice() -> None:
+    """`worker --device` / `train --device`: cuda where torch sees a GPU, a clear error
+    where it was asked for and there is none; the manifest records what was used."""
+    import torch
+
+    from byllm_distill.errors import ConfigError
+    from byllm_distill.training import TrainingError
+    from byllm_distill.training.trainer import TrainConfig, pick_device
+
+    gpu = torch.cuda.is_available()
+    assert pick_device("cpu") == "cpu"
+    assert pick_device("auto") == ("cuda" if gpu else "cpu")
+    if gpu:
+        assert pick_device("cuda") == "cuda"
+    else:
+        with pytest.raises(TrainingError, match="no CUDA GPU"):
+            pick_device("cuda")
+    with pytest.raises(TrainingError, match="'device' must be one of"):
+        TrainConfig(device="tpu")
+    assert load_config(environ={"BYLLM_DISTILL_TRAIN_DEVICE": "cpu"}).train_device == "cpu"
+    with pytest.raises(ConfigError, match="train_device"):
+        load_config(environ={"BYLLM_DISTILL_TRAIN_DEVICE": "gpu"})
+
+
 def test_due_sites_and_job_queue(distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BYLLM_DISTILL_RETRAIN_AFTER", "30")
     generate_corpus(runs=5, levels_per_run=5, seed=3, progress=False)  # 25 per site
@@ -55,7 +79,7 @@ def test_due_sites_and_job_queue(distill_home: Path, monkeypatch: pytest.MonkeyP
 
 
 def _stand_in_version(fingerprint: str) -> int:
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text("stand-in weights")
         (folder / "manifest.json").write_text(json.dumps(
@@ -70,9 +94,9 @@ def test_killing_the_worker_mid_training_leaves_the_active_version_serving(
     store = Store(load_config().database_url)
     fingerprint = next(store.iter_records(RecordFilter(site=MAP_SITE))).fingerprint
     active = _stand_in_version(fingerprint)
-    registry = SiteRegistry(load_config().data_dir, MAP_SITE)
+    registry = SiteRegistry(load_config(), MAP_SITE)
     registry.activate(active, mode="student")
-    state_before = registry.state_path.read_text()
+    state_before = registry.state()
 
     env = {**os.environ, "BYLLM_DISTILL_RETRAIN_AFTER": "10", "BYLLM_DISTILL_TRAIN_STEPS": "400"}
     output = tmp_path / "worker.log"
@@ -103,7 +127,7 @@ def test_killing_the_worker_mid_training_leaves_the_active_version_serving(
             worker.kill()
     assert training[0].is_dir()  # killed mid-training: the half-written adapter is left
 
-    assert registry.state_path.read_text() == state_before
+    assert registry.state() == state_before
     assert [v.number for v in registry.versions()] == [active]
     (job,) = queue.list(site=MAP_SITE)
     assert job.status == "running"  # as the dead worker left it
@@ -130,3 +154,62 @@ def test_worker_once_with_nothing_due(distill_home: Path) -> None:
     assert Worker(load_config()).step() == "nothing to do: no site is due for training"
 
 
+
+
+def test_a_failing_site_backs_off_never_blocks_others_and_then_needs_attention(
+        distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker loop's bookkeeping (the job itself is a stand-in that fails): one round
+    runs every due site even when one fails; a failed site waits its back-off, growing
+    with each failure; after `max_failures` it needs attention until `retry SITE`."""
+    from dataclasses import replace as changed
+    from datetime import datetime as dt
+
+    from conftest import run_cli
+
+    from byllm_distill import lifecycle
+    from byllm_distill.lifecycle import JobReport, Worker, site_status
+    from byllm_distill.rpg.corpus import LEVEL_SITE
+    from byllm_distill.scheduler import retry_info
+
+    monkeypatch.setenv("BYLLM_DISTILL_RETRAIN_AFTER", "10")
+    monkeypatch.setenv("BYLLM_DISTILL_MAX_FAILURES", "3")
+    generate_corpus(runs=3, levels_per_run=5, seed=3, progress=False)  # 15 per site: both due
+    config = load_config()
+    store = Store(config.database_url)
+    queue = JobQueue(store)
+    ran: list[str] = []
+
+    def failing_job(store: Store, config: object, job: object, queue: JobQueue,
+                    progress: bool = True) -> JobReport:
+        ran.append(job.site)
+        queue.fail(job.id, f"TrainingError: {job.site} cannot be trained")
+        return JobReport(job, error="failed")
+
+    monkeypatch.setattr(lifecycle, "run_job", failing_job)
+    Worker(config, store, progress=False).run(once=True)
+    assert sorted(ran) == [LEVEL_SITE, MAP_SITE]  # the first failure did not stop the round
+
+    ran.clear()
+    Worker(config, store, progress=False).run(once=True)
+    assert ran == []  # both back off
+    info = retry_info(queue, config, MAP_SITE)
+    (job,) = queue.list(site=MAP_SITE)
+    waited = dt.fromisoformat(info.retry_at) - dt.fromisoformat(job.finished_at)
+    assert info.failures == 1 and waited.total_seconds() == config.retry_backoff
+    assert info.reason == f"TrainingError: {MAP_SITE} cannot be trained"
+    status = site_status(store, config, MAP_SITE)["retry"]
+    assert status == {"failures": 1, "reason": info.reason, "retry_at": info.retry_at,
+                      "needs_attention": False}
+
+    no_wait = changed(config, retry_backoff=0.0)
+    for _ in range(4):
+        Worker(no_wait, store, progress=False).run(once=True)
+    assert ran.count(MAP_SITE) == 2  # failures 2 and 3, then it is no longer retried
+    info = retry_info(queue, config, MAP_SITE)
+    assert info.failures == 3 and info.needs_attention and info.waiting()
+
+    cleared = run_cli("retry", MAP_SITE)
+    assert cleared.returncode == 0 and "3 failed job(s) cleared" in cleared.stdout
+    ran.clear()
+    Worker(no_wait, store, progress=False).run(once=True)
+    assert MAP_SITE in ran

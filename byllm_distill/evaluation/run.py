@@ -52,7 +52,7 @@ class EvalOutcome:
 
 def resolve_version(data_dir: Path, site: str, version: int | None = None) -> Version:
     """The version to evaluate, its files checked against its manifest."""
-    registry = SiteRegistry(data_dir, site)
+    registry = SiteRegistry.at(data_dir, site)
     versions = registry.versions()
     if not versions:
         raise NotFoundError(f"no trained student for {site}; run `byllm-distill train {site}`.")
@@ -165,7 +165,7 @@ def version_history(store: Store, data_dir: Path, site: str,
     from byllm_distill.gate import promotion_gate
     from byllm_distill.registry import SiteRegistry
 
-    versions = SiteRegistry(data_dir, site).versions()
+    versions = SiteRegistry.at(data_dir, site, store).versions()
     if len(versions) < 2:
         return None
     out = []

@@ -325,12 +325,12 @@ def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
 
 def resolve_version(site: str, data_dir: Path, version: int | None = None) -> tuple[int, Path]:
     """The version to serve: `version`, else the active one, else the newest."""
-    registry = SiteRegistry(Path(data_dir), site)
+    registry = SiteRegistry.at(Path(data_dir), site)
     if version is None:
         version = registry.state().active
     if version is None:
         version = registry.newest()
-    return version, registry.versions_dir / str(version)
+    return version, registry.version(version).path
 
 
 def engine_for(site: str, data_dir: Path | None = None, version: int | None = None,

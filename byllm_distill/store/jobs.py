@@ -1,10 +1,13 @@
 """A durable training-job queue in the store.
 
 A job is `queued`, then claimed by exactly one worker (`running`, with its pid and a
-heartbeat), then `done` (with the version it produced) or `failed` (with the error). A
+heartbeat), then `done` (with the version it produced) or `failed` (with the error); a
+failed job is `dismissed` when someone asks for a retry (scheduler.py decides when a
+failed site is retried). A
 running job whose heartbeat is older than `stale_after` seconds belongs to a worker that
 crashed or was killed; `requeue_stale` puts it back to `queued` so it is retried. The
-claim is a conditional UPDATE, so two workers can never run the same job.
+claim is `SELECT ... FOR UPDATE SKIP LOCKED` plus a conditional UPDATE (SQLite: the
+conditional UPDATE alone), so two workers, on one machine or many, never run the same job.
 """
 
 from __future__ import annotations
@@ -50,14 +53,17 @@ class JobQueue:
 
     def enqueue(self, site: str) -> Job | None:
         """Queue a training job for `site` unless one is already queued or running."""
-        with self.store.engine.begin() as conn:
-            busy = conn.execute(sa.select(tables.jobs.c.id).where(
-                self.c.site == site, self.c.status.in_(("queued", "running")))).first()
-            if busy:
-                return None
-            job_id = new_record_id()
-            conn.execute(tables.jobs.insert().values(
-                id=job_id, site=site, status="queued", attempts=0, created_at=utc_now()))
+        job_id = new_record_id()
+        try:
+            with self.store.engine.begin() as conn:
+                busy = conn.execute(sa.select(tables.jobs.c.id).where(
+                    self.c.site == site, self.c.status.in_(("queued", "running")))).first()
+                if busy:
+                    return None
+                conn.execute(tables.jobs.insert().values(
+                    id=job_id, site=site, status="queued", attempts=0, created_at=utc_now()))
+        except sa.exc.IntegrityError:
+            return None  # another worker queued it between our check and our insert
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
@@ -71,7 +77,11 @@ class JobQueue:
                 query = sa.select(tables.jobs).where(self.c.status == "queued")
                 if site is not None:
                     query = query.where(self.c.site == site)
-                row = conn.execute(query.order_by(self.c.id).limit(1)).first()
+                # PostgreSQL: lock the row and skip rows other workers hold, so concurrent
+                # claims take different jobs without waiting. SQLite has no row locks (the
+                # clause is dropped); the conditional UPDATE below decides there.
+                row = conn.execute(query.order_by(self.c.id).limit(1)
+                                   .with_for_update(skip_locked=True)).first()
                 if row is None:
                     return None
                 now = utc_now()
@@ -109,6 +119,24 @@ class JobQueue:
             return conn.execute(tables.jobs.update().where(
                 self.c.status == "running", self.c.heartbeat_at < cutoff
             ).values(status="queued", pid=None, error="worker stopped mid-job; retrying")
+            ).rowcount
+
+    def failure_streak(self, site: str, limit: int = 50) -> list[Job]:
+        """The site's failed jobs since its last successful one, newest first."""
+        streak = []
+        for job in self.list(site=site, limit=limit):
+            if job.status in ("done", "dismissed"):
+                break
+            if job.status == "failed":
+                streak.append(job)
+        return streak
+
+    def dismiss_failures(self, site: str) -> int:
+        """Mark the site's failed jobs `dismissed` (someone fixed the cause): its failure
+        streak starts again from zero. Returns how many."""
+        with self.store.engine.begin() as conn:
+            return conn.execute(tables.jobs.update().where(
+                self.c.site == site, self.c.status == "failed").values(status="dismissed")
             ).rowcount
 
     def list(self, site: str | None = None, limit: int = 20) -> list[Job]:

@@ -125,8 +125,92 @@ def m004_routing(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+def m005_registry(conn: Connection) -> None:
+    # Registry state moves from each machine's `state.json` into the store, so every app
+    # server sees one mode, active version and pin; version numbers are allocated here so
+    # two training machines never take the same one (see registry.py).
+    meta = sa.MetaData()
+    sa.Table(
+        "site_state",
+        meta,
+        sa.Column("site", sa.String(512), primary_key=True),
+        sa.Column("mode", sa.String(16), nullable=False),
+        sa.Column("active", sa.Integer),
+        sa.Column("pinned", sa.String(16)),
+        sa.Column("fingerprint", sa.String(64)),
+        sa.Column("previous", sa.Text, nullable=False),  # JSON list of version numbers
+        sa.Column("updated_at", sa.String(40), nullable=False),
+    )
+    sa.Table(
+        "versions",
+        meta,
+        sa.Column("site", sa.String(512), primary_key=True),
+        sa.Column("number", sa.Integer, primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),  # building, ready, abandoned
+        sa.Column("manifest", sa.Text),  # JSON, once ready
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+    meta.create_all(conn)
+
+
+def m006_scale(conn: Connection) -> None:
+    # `status`, `sites` and the due check count in SQL at a million records instead of
+    # reading them. `records.valid` (every verdict passed; NULL: none stored) is written
+    # with the verdicts (store.py), so "valid" is an indexed column, not two verdict
+    # lookups per record; existing records get it from their verdicts here.
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN valid BOOLEAN"))
+    meta = sa.MetaData()
+    records = sa.Table("records", meta, *(sa.Column(name) for name in (
+        "id", "site", "fingerprint", "model", "source", "status", "created_at")),
+        sa.Column("valid", sa.Boolean))
+    verdicts = sa.Table("verdicts", meta, sa.Column("record_id"), sa.Column("passed", sa.Boolean))
+    mine = verdicts.c.record_id == records.c.id
+    failing = sa.exists().where(mine, verdicts.c.passed == sa.false())
+    conn.execute(records.update().where(sa.exists().where(mine))
+                 .values(valid=sa.case((failing, sa.false()), else_=sa.true())))
+    # Key order matters: each query's equality columns first.
+    # - counts per site, source, contract, status and validity, since a time (the due
+    #   check, `status`);
+    # - `status`' totals per source and status: one pass over a narrow index;
+    # - a site's newest teacher record (its current contract), newest first by id;
+    # - a site's records in id order (export, dataset): without it a PostgreSQL cursor,
+    #   planned for its first rows, walks the whole primary key;
+    # - `sites`: records, models and last seen per site and contract, from the index alone.
+    for name, columns in (
+        ("ix_records_site_source_fp", ("site", "source", "fingerprint", "status", "valid",
+                                       "created_at")),
+        ("ix_records_site_source_id", ("site", "source", "id")),
+        ("ix_records_site_id", ("site", "id")),
+        ("ix_records_site_fp_model", ("site", "fingerprint", "model", "created_at")),
+        ("ix_records_source_status", ("source", "status")),
+    ):
+        sa.Index(name, *(records.c[c] for c in columns)).create(conn)
+
+
+def m007_one_open_job_per_site(conn: Connection) -> None:
+    # At most one queued or running job per site, enforced by the database: two workers
+    # that find a site due at the same moment cannot both queue it (a partial unique
+    # index; SQLite and PostgreSQL both have them). Older duplicates are failed first.
+    jobs = sa.table("jobs", sa.column("id"), sa.column("site"), sa.column("status"),
+                    sa.column("error"))
+    open_jobs = jobs.c.status.in_(("queued", "running"))
+    seen: set[str] = set()
+    for job_id, site in conn.execute(sa.select(jobs.c.id, jobs.c.site).where(open_jobs)
+                                     .order_by(jobs.c.id.desc())).all():
+        if site in seen:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(
+                status="failed", error="duplicate job for the site (m007)"))
+        seen.add(site)
+    meta = sa.MetaData()
+    table = sa.Table("jobs", meta, sa.Column("site"), sa.Column("status"))
+    where = table.c.status.in_(("queued", "running"))
+    sa.Index("ux_jobs_open_site", table.c.site, unique=True, sqlite_where=where,
+             postgresql_where=where).create(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
-    m001_initial, m002_verdicts, m003_ratings, m004_routing,
+    m001_initial, m002_verdicts, m003_ratings, m004_routing, m005_registry,
+    m006_scale, m007_one_open_job_per_site,
 ]
 
 

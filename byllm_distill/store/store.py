@@ -6,14 +6,25 @@ append-only; a site row (`sites`) is upserted per (site, fingerprint) with first
 seen times. SQLite runs in WAL mode with a 30 s busy timeout, so several threads and
 processes can write at once. Only portable constructs are used in queries; the one
 dialect-specific piece (upsert) is chosen by dialect name for SQLite and PostgreSQL.
+
+Scale: `records.valid` mirrors a record's verdicts (true: every stored verdict passed,
+false: one failed, NULL: none stored) and is written in the same transaction as they are,
+so counting valid records is an index range count, not a verdict lookup per record; the
+counts behind `status`, `sites` and the due check are SQL aggregates over indexes
+(migrations.m006_scale). Record reads stream in batches of 500 (a server-side cursor on
+PostgreSQL), so an export or a dataset never holds the whole result.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +38,8 @@ from byllm_distill.store.migrations import migrate
 from byllm_distill.store.record import Record, new_record_id, utc_now
 from byllm_distill.validators.base import Verdict
 
+# What json.dumps(..., ensure_ascii=False) writes a string with.
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -52,6 +65,7 @@ def parse_since(text: str) -> str:
 @dataclass(frozen=True)
 class RecordFilter:
     site: str | None = None
+    fingerprint: str | None = None
     model: str | None = None
     source: str | None = None
     status: str | None = None
@@ -62,17 +76,18 @@ class RecordFilter:
 
     def clauses(self) -> list[Any]:
         r = tables.records.c
-        v = tables.verdicts.c
         out: list[Any] = []
+        # `records.valid` is written with the verdicts: true when every one passed, false
+        # when any failed, NULL when none are stored. `==` rather than IS, which
+        # PostgreSQL cannot match against an index.
         if self.valid is not None:
-            failing = sa.exists().where(v.record_id == r.id, v.passed.is_(False))
-            validated = sa.exists().where(v.record_id == r.id)
             if self.valid:
-                out.extend([r.status == "ok", validated, ~failing])
+                out.extend([r.status == "ok", r.valid == sa.true()])
             else:
-                out.append(sa.or_(r.status == "error", failing))
-        for column, value in (("site", self.site), ("model", self.model),
-                              ("source", self.source), ("status", self.status)):
+                out.append(sa.or_(r.status == "error", r.valid == sa.false()))
+        for column, value in (("site", self.site), ("fingerprint", self.fingerprint),
+                              ("model", self.model), ("source", self.source),
+                              ("status", self.status)):
             if value is not None:
                 out.append(getattr(r, column) == value)
         if self.since is not None:
@@ -95,6 +110,15 @@ class SiteSummary:
     def to_dict(self) -> dict[str, Any]:
         return {"site": self.site, "fingerprint": self.fingerprint, "records": self.records,
                 "models": self.models, "last_seen": self.last_seen}
+
+
+# What a Record is read from: every column but the ones the store keeps for itself.
+_RECORD_COLUMNS = [c for c in tables.records.c if c.name in {f.name for f in fields(Record)}]
+# The export's fields, in its order: whatever `Record.to_public` writes.
+_PUBLIC_FIELDS = list(Record(site="", fingerprint="", model="", messages=[], args={},
+                             latency_ms=0.0).to_public())
+# How `Record.from_row` reads a NULL JSON column, where that is not None.
+_NULL_JSON = {"usage": "{}"}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -131,6 +155,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._pinned = threading.local()  # the connection of a `reading()` block, per thread
         try:
             self.engine = _make_engine(url)
             with self.engine.begin() as conn:
@@ -156,7 +181,8 @@ class Store:
             latest[(record.site, record.fingerprint)] = record
         try:
             with self.engine.begin() as conn:
-                conn.execute(tables.records.insert(), [r.to_row() for r in batch])
+                conn.execute(tables.records.insert(),
+                             [{**r.to_row(), "valid": _validity(r.verdicts)} for r in batch])
                 verdict_rows = [
                     {"record_id": r.id, "name": v.name, "passed": v.passed, "detail": v.detail}
                     for r in batch for v in _unique(r.verdicts or [])
@@ -180,6 +206,7 @@ class Store:
     def replace_verdicts(self, verdicts_by_record: dict[str, list[Verdict]]) -> None:
         """Store fresh verdicts for existing records (e.g. after adding a validator)."""
         v = tables.verdicts.c
+        r = tables.records.c
         try:
             with self.engine.begin() as conn:
                 ids = list(verdicts_by_record)
@@ -189,6 +216,12 @@ class Store:
                         for rid, verdicts in verdicts_by_record.items() for x in _unique(verdicts)]
                 if rows:
                     conn.execute(tables.verdicts.insert(), rows)
+                if ids:
+                    conn.execute(
+                        tables.records.update().where(r.id == sa.bindparam("rid"))
+                        .values(valid=sa.bindparam("validity")),
+                        [{"rid": rid, "validity": _validity(verdicts)}
+                         for rid, verdicts in verdicts_by_record.items()])
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
 
@@ -222,12 +255,12 @@ class Store:
         return pref_id
 
     def ratings(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(tables.ratings).order_by(tables.ratings.c.id))
             return [dict(r._mapping, scores=json.loads(r.scores)) for r in rows]
 
     def preferences(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(sa.select(tables.preferences).order_by(tables.preferences.c.id))
             return [dict(r._mapping) for r in rows]
 
@@ -240,28 +273,102 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Serve this thread's reads from one connection until the block ends. For a burst
+        of small queries (`status` asks a dozen per site): each would otherwise check a
+        connection out, ping it and roll it back, three round trips to PostgreSQL for one
+        query. Writes keep their own transactions."""
+        if getattr(self._pinned, "conn", None) is not None:
+            yield
+            return
+        with self.engine.connect() as conn:
+            self._pinned.conn = conn
+            try:
+                yield
+            finally:
+                self._pinned.conn = None
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        pinned = getattr(self._pinned, "conn", None)
+        if pinned is not None:
+            yield pinned
+        else:
+            with self.engine.connect() as conn:
+                yield conn
+
     def iter_records(self, flt: RecordFilter | None = None, limit: int | None = None,
                      newest_first: bool = False, with_verdicts: bool = True) -> Iterator[Record]:
-        query = sa.select(tables.records).where(*(flt or RecordFilter()).clauses())
+        query = sa.select(*_RECORD_COLUMNS).where(*(flt or RecordFilter()).clauses())
         order = tables.records.c.id.desc() if newest_first else tables.records.c.id.asc()
         query = query.order_by(order)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
-            result = conn.execute(query)
-            while rows := result.fetchmany(500):
-                batch = [Record.from_row(row) for row in rows]
-                if with_verdicts:
-                    found = self._verdicts(conn, [r.id for r in batch])
-                    for record in batch:
-                        record.verdicts = found.get(record.id, [])
-                yield from batch
+        # A server-side cursor on PostgreSQL (psycopg would otherwise fetch the whole
+        # result at once), so an export of millions of records holds a batch in memory;
+        # SQLite's cursor streams anyway. Not for a few rows: it costs round trips.
+        stream = limit is None or limit > 500
+        with self._read() as conn:
+            result = conn.execute(query.execution_options(stream_results=stream))
+            try:
+                while rows := result.fetchmany(500):
+                    batch = [Record.from_row(row) for row in rows]
+                    if with_verdicts:
+                        found = self._verdicts(conn, [r.id for r in batch])
+                        for record in batch:
+                            record.verdicts = found.get(record.id, [])
+                    yield from batch
+            finally:
+                result.close()
+
+    def iter_export_lines(self, flt: RecordFilter | None = None) -> Iterator[str]:
+        """`records export`: one line of JSON per record, oldest first, with the values and
+        field order of `Record.to_public()`. JSON-valued fields are spliced in as stored
+        (compact, unparsed): decoding and re-encoding them would make export several
+        times slower. Streams like `iter_records`."""
+        names = [name for name in _PUBLIC_FIELDS if name != "verdicts"]
+        query = (sa.select(*(tables.records.c[name] for name in names))
+                 .where(*(flt or RecordFilter()).clauses()).order_by(tables.records.c.id))
+        heads = [json.dumps(name) + ": " for name in names]
+        writers = [functools.partial(_stored_json, _NULL_JSON.get(name, "null"))
+                   if name in tables.JSON_COLUMNS else _json_str
+                   if isinstance(tables.records.c[name].type, sa.String) else _json_scalar
+                   for name in names]
+        id_at, verdicts_at = names.index("id"), _PUBLIC_FIELDS.index("verdicts")
+        with self._read() as conn:
+            result = conn.execute(query.execution_options(stream_results=True))
+            try:
+                while rows := result.fetchmany(500):
+                    found = self._verdicts_json(conn, [row[id_at] for row in rows])
+                    for row in rows:
+                        out = [head + write(value)
+                               for head, write, value in zip(heads, writers, row, strict=True)]
+                        out.insert(verdicts_at, '"verdicts": ' + found.get(row[id_at], "[]"))
+                        yield "{" + ", ".join(out) + "}"
+            finally:
+                result.close()
+
+    def _verdicts_json(self, conn: Any, ids: list[str]) -> dict[str, str]:
+        """Each record's verdicts as `json.dumps([v.to_dict() for v in verdicts])` writes
+        them, in `_verdicts`'s order."""
+        v = tables.verdicts.c
+        keys = [f.name for f in fields(Verdict)]
+        heads = [json.dumps(key) + ": " for key in keys]
+        query = (sa.select(v.record_id, *(v[key] for key in keys))
+                 .where(v.record_id.in_(_inline(ids))).order_by(v.record_id, v.name))
+        found: dict[str, list[str]] = {}
+        for rid, *values in conn.execute(query).all():
+            pairs = zip(heads, values, strict=True)
+            found.setdefault(rid, []).append(
+                "{" + ", ".join(head + _json_scalar(value) for head, value in pairs) + "}")
+        return {rid: "[" + ", ".join(items) + "]" for rid, items in found.items()}
 
     def _verdicts(self, conn: Any, ids: list[str]) -> dict[str, list[Verdict]]:
         v = tables.verdicts.c
         out: dict[str, list[Verdict]] = {}
         query = (sa.select(v.record_id, v.name, v.passed, v.detail)
-                 .where(v.record_id.in_(ids)).order_by(v.record_id, v.name))
+                 .where(v.record_id.in_(_inline(ids))).order_by(v.record_id, v.name))
         for rid, name, passed, detail in conn.execute(query):
             out.setdefault(rid, []).append(Verdict(name, bool(passed), detail))
         return out
@@ -269,11 +376,11 @@ class Store:
     def get_record(self, record_id: str) -> Record:
         """A record by full id or by a unique prefix of at least 6 characters."""
         r = tables.records.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(tables.records).where(r.id == record_id)).all()
+        with self._read() as conn:
+            rows = conn.execute(sa.select(*_RECORD_COLUMNS).where(r.id == record_id)).all()
             if not rows and len(record_id) >= 6:
                 rows = conn.execute(
-                    sa.select(tables.records).where(r.id.startswith(record_id)).limit(2)
+                    sa.select(*_RECORD_COLUMNS).where(r.id.startswith(record_id)).limit(2)
                 ).all()
             if len(rows) == 1:
                 record = Record.from_row(rows[0])
@@ -285,8 +392,23 @@ class Store:
     def count(self, flt: RecordFilter | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(tables.records)
         query = query.where(*(flt or RecordFilter()).clauses())
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def tally(self) -> dict[tuple[str, str], int]:
+        """Record counts per (source, status): one pass over a narrow index, in its order."""
+        r = tables.records.c
+        query = (sa.select(r.source, r.status, sa.func.count()).group_by(r.source, r.status)
+                 .order_by(r.source, r.status))
+        with self._read() as conn:
+            return {(source, status): n for source, status, n in conn.execute(query)}
+
+    def site_names(self) -> list[str]:
+        """Every call site with records, sorted: from the `sites` rows, which every write
+        upserts, so no record is read."""
+        s = tables.sites.c
+        with self._read() as conn:
+            return list(conn.execute(sa.select(s.site).distinct().order_by(s.site)).scalars())
 
     def site_summaries(self) -> list[SiteSummary]:
         r = tables.records.c
@@ -296,7 +418,7 @@ class Store:
             .order_by(r.site, r.fingerprint)
         )
         grouped: dict[tuple[str, str], dict[str, Any]] = {}
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for site, fingerprint, model, n, last in conn.execute(query):
                 entry = grouped.setdefault((site, fingerprint),
                                            {"records": 0, "models": [], "last_seen": ""})
@@ -314,6 +436,42 @@ def _unique(verdicts: list[Verdict]) -> list[Verdict]:
     for verdict in verdicts:
         seen.setdefault(verdict.name, verdict)
     return list(seen.values())
+
+
+def _inline(ids: list[str]) -> Any:
+    """A batch's ids for an IN list, written into the statement as quoted literals: bound
+    one by one, 500 parameters cost psycopg and PostgreSQL more than the lookup itself."""
+    return sa.bindparam("ids", ids, expanding=True, literal_execute=True)
+
+
+def _stored_json(null: str, text: str | None) -> str:
+    return null if text is None else text
+
+
+def _json_str(value: str | None) -> str:
+    return "null" if value is None else _encode_str(value)
+
+
+def _json_scalar(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False)` for a column's str, int, float or None,
+    without its per-call overhead."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value)
+
+
+def _validity(verdicts: list[Verdict] | None) -> bool | None:
+    """`records.valid` for the verdicts that will be stored."""
+    stored = _unique(verdicts or [])
+    return all(v.passed for v in stored) if stored else None
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

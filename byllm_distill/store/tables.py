@@ -25,6 +25,9 @@ records = sa.Table(
     sa.Column("created_at", sa.String(40)),
     sa.Column("version", sa.Integer),
     sa.Column("agreement", sa.Float),
+    # Not a Record field: whether every stored verdict passed (None: no verdicts), kept with
+    # the verdicts so counts of valid records need no per-record verdict lookup.
+    sa.Column("valid", sa.Boolean),
 )
 
 sites = sa.Table(
@@ -94,6 +97,28 @@ jobs = sa.Table(
     sa.Column("progress", sa.Text),  # JSON
     sa.Column("version", sa.Integer),
     sa.Column("error", sa.Text),
+)
+
+site_state = sa.Table(
+    "site_state",
+    metadata,
+    sa.Column("site", sa.String(512), primary_key=True),
+    sa.Column("mode", sa.String(16)),
+    sa.Column("active", sa.Integer),
+    sa.Column("pinned", sa.String(16)),
+    sa.Column("fingerprint", sa.String(64)),
+    sa.Column("previous", sa.Text),  # JSON list
+    sa.Column("updated_at", sa.String(40)),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("site", sa.String(512), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(16)),
+    sa.Column("manifest", sa.Text),
+    sa.Column("created_at", sa.String(40)),
 )
 
 # Columns holding JSON text; decoded when a record is read back.

@@ -174,9 +174,11 @@ def _summary(values: list[int]) -> dict[str, float]:
             "max": max(values)}
 
 
-def token_stats(tokenizer: Any, codec: SiteCodec, records: list[Record],
-                examples: Iterable[Example]) -> dict[str, Any]:
-    """Prompt tokens per example, teacher messages versus compact prompt, plus targets."""
+def token_stats(tokenizer: Any, codec: SiteCodec, records: Iterable[Record],
+                examples: Iterable[Example],
+                schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Prompt tokens per example (each one's record among `records`), teacher messages
+    versus compact prompt, plus targets; `schema` is the response format the teacher got."""
     by_id = {r.id: r for r in records}
     before, after, target = [], [], []
     for example in examples:
@@ -185,9 +187,7 @@ def token_stats(tokenizer: Any, codec: SiteCodec, records: list[Record],
         after.append(count_tokens(tokenizer, render_prompt(
             tokenizer, compact_messages(codec, record.args))))
         target.append(count_tokens(tokenizer, example.target) + 1)
-    schema_tokens = 0
-    if records and records[-1].schema:
-        schema_tokens = count_tokens(tokenizer, json.dumps(records[-1].schema))
+    schema_tokens = count_tokens(tokenizer, json.dumps(schema)) if schema else 0
     mean_before, mean_after = _summary(before)["mean"], _summary(after)["mean"]
     return {
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
@@ -227,21 +227,22 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
     # Only the teacher's answers teach: student, shadow and eval records are the student's.
     flt = (RecordFilter(site=site, source="teacher", status="ok", valid=True) if filtered
            else RecordFilter(site=site, source="teacher", status="ok"))
-    records = list(store.iter_records(flt))
-    if not records:
-        what = "valid " if filtered else ""
-        hint = (" (or pass --unfiltered to use records that failed a validator)"
-                if filtered and store.count(RecordFilter(site=site, source="teacher",
-                                                         status="ok")) else "")
-        raise TrainingError(f"no {what}records for call site {site!r}{hint}; run the program "
-                            "with capture on, or check the name with `byllm-distill sites`.")
-    fingerprint = fingerprint or records[-1].fingerprint
-    current = [r for r in records if r.fingerprint == fingerprint]
-    response_format = current[-1].schema
-
+    if not fingerprint:
+        newest = next(store.iter_records(flt, limit=1, newest_first=True, with_verdicts=False),
+                      None)
+        fingerprint = newest.fingerprint if newest else None
+    # One streaming pass, oldest first: only the contract's distinct usable records stay in
+    # memory, the rest are counted (ids of those dropped are kept for the manifest).
+    n_records = n_current = 0
+    response_format: dict[str, Any] | None = None
     kept: dict[tuple[str, str], Record] = {}
     duplicates, no_output = [], []
-    for record in current:
+    for record in store.iter_records(flt, with_verdicts=False):
+        n_records += 1
+        if record.fingerprint != fingerprint:
+            continue
+        n_current += 1
+        response_format = record.schema
         if record.output is None and record.output_raw is None:
             no_output.append(record.id)
             continue
@@ -250,6 +251,16 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
             duplicates.append(record.id)
         else:
             kept[key] = record
+    if not n_records:
+        what = "valid " if filtered else ""
+        hint = (" (or pass --unfiltered to use records that failed a validator)"
+                if filtered and store.count(RecordFilter(site=site, source="teacher",
+                                                         status="ok")) else "")
+        raise TrainingError(f"no {what}records for call site {site!r}{hint}; run the program "
+                            "with capture on, or check the name with `byllm-distill sites`.")
+    if not n_current:
+        raise TrainingError(f"no records of contract {fingerprint!r} for call site {site!r}; "
+                            "see the contracts with `byllm-distill sites`.")
     held = [r for r in kept.values() if split_of(r.id, seed, holdout) == "heldout"]
     held_args = {dumps_canonical(r.args) for r in held}
     taught, overlap = [], []
@@ -288,7 +299,7 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         "target": {"text": "raw string", "json": "compact JSON, keys in grammar order",
                    "tuple": "value lists in schema order, copied fields left out"}[codec.mode],
         "codec": codec.to_dict(),
-        "counts": {"records": len(records), "other_fingerprints": len(records) - len(current),
+        "counts": {"records": n_records, "other_fingerprints": n_records - n_current,
                    "no_output": len(no_output), "duplicates": len(duplicates),
                    "overlap_dropped": len(overlap), "train": len(train),
                    "heldout": len(heldout)},
@@ -297,7 +308,8 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
                        "duplicates": duplicates, "overlap_dropped": overlap,
                        "no_output": no_output},
         "content_sha256": content,
-        "tokens": token_stats(tokenizer, codec, current, [*train, *heldout]),
+        "tokens": token_stats(tokenizer, codec, kept.values(), [*train, *heldout],
+                              response_format),
         "response_format": response_format,
         "library_versions": _library_versions(),
     }

@@ -98,7 +98,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
     tokenizer = load_tokenizer(ref)
     dataset = build_dataset(store, site, filtered=filtered, holdout=holdout, seed=seed,
                             tokenizer=tokenizer, enum_names=enum_names)
-    registry = SiteRegistry(config.data_dir, site)
+    registry = SiteRegistry(config, site, store)
     with registry.new_version() as (number, partial):
         dataset.write(partial / "dataset")
         trained = train(dataset, partial / "adapter", train_config, base=ref, progress=progress)

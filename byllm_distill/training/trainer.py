@@ -46,6 +46,22 @@ ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 DEFAULT_EPOCHS = 2.0
 DEFAULT_MAX_STEPS = 800
 IGNORE = -100
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def pick_device(wanted: str) -> str:
+    """`wanted` ("auto", "cpu" or "cuda") → the torch device to train on."""
+    import torch
+
+    if wanted == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if wanted == "cuda":
+        raise TrainingError("device 'cuda' was asked for but torch sees no CUDA GPU here "
+                            "(check the driver and a CUDA build of torch), or use "
+                            "--device auto.")
+    return "cpu"
 
 
 def budget_help() -> str:
@@ -75,6 +91,8 @@ class TrainConfig:
     qlora: bool = field(default=False, metadata={
         "help": "Load the base in 4-bit nf4 (bitsandbytes) and train LoRA on top."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
+    device: str = field(default="auto", metadata={
+        "help": "Where to train: cpu, cuda, or auto (cuda when a GPU is visible)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
 
@@ -97,6 +115,9 @@ class TrainConfig:
             raise TrainingError(f"'warmup_steps' must be >= 0, got {self.warmup_steps!r}.")
         if not self.target_modules:
             raise TrainingError("'target_modules' must name at least one layer.")
+        if self.device not in DEVICES:
+            raise TrainingError(f"'device' must be one of {', '.join(DEVICES)}, got "
+                                f"{self.device!r}.")
 
     def total_steps(self, examples: int) -> int:
         if self.steps is not None:
@@ -254,7 +275,7 @@ def train(dataset: Dataset, dest: Path, config: TrainConfig | None = None,
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(config.device)
 
     tokenizer = load_tokenizer(base)
     fmt = prompt_format(tokenizer)
