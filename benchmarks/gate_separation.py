@@ -117,7 +117,7 @@ def fresh_store(prefix: str) -> tuple[Any, Any]:
 
 def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     from byllm_distill.gate import evaluate, promotion_gate
-    from byllm_distill.gate.samples import Samples, repeat_pairs, teacher_answers
+    from byllm_distill.gate.samples import Samples, teacher_repeats
     from byllm_distill.lifecycle import evaluate_heldout
     from byllm_distill.registry import SiteRegistry
     from byllm_distill.store import RecordFilter
@@ -154,8 +154,7 @@ def run_site(site: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                      "criteria": [c.to_dict() for c in result.criteria], **summarise(result)})
         print_row(rows[-1])
     # The teacher's repeats judged as a student: what a perfect student would score.
-    by_input = teacher_answers(store, site, teacher[-1].fingerprint)
-    pairs = repeat_pairs(by_input)
+    pairs = teacher_repeats(store, site, teacher[-1].fingerprint)
     loaded = {r.id: r for r in store.iter_records(RecordFilter(ids=[b.id for _, b in pairs]))}
     pairs = [(a, loaded[b.id]) for a, b in pairs]
     samples = Samples(answers=[b for _, b in pairs], pairs=pairs, repeats=pairs, live=0)

@@ -14,7 +14,8 @@ it times what a user runs, in this process and through the same code the CLI run
 - `records export --site` of one site, to a file (records/s);
 - `dataset build` of one site, tokenizer loading and token statistics included, the
   import of transformers not (records/s);
-- the promotion gate's per-record input scan (`gate.samples.teacher_answers`), for scale.
+- what the promotion gate reads for one decision (`gate.samples.promotion_samples`: the
+  version's answers, their teacher references and the teacher's repeats).
 
 Quick operations report the median of three runs. PostgreSQL gets `VACUUM ANALYZE` after
 the fill, as autovacuum would give a settled database; SQLite is left as the app leaves it
@@ -97,6 +98,10 @@ def fingerprints(site: str) -> tuple[str, str]:
 def synthetic_rows(n: int, sites: list[str], seed: int = 0
                    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Chunks of (record rows, verdict rows), oldest first, sites interleaved."""
+    from byllm_distill.store.record import input_hash
+    from byllm_distill.store.store import verdicts_text
+    from byllm_distill.validators.base import Verdict
+
     rng = random.Random(seed)
     schema = _dumps(RESPONSE_FORMAT)
     start = datetime.now(UTC) - timedelta(days=30)
@@ -125,6 +130,7 @@ def synthetic_rows(n: int, sites: list[str], seed: int = 0
                   "needs_manager": severity == 4 and ticket["customer_tier"] == 3}
         ok = rng.random() >= 0.02
         passed = ok and rng.random() >= 0.08
+        detail = "" if passed else "needs_manager: expected boolean"
         record_id = f"{int(moment.timestamp() * 1e9):016x}{i:08x}"
         fields = ", ".join(f"{k}={v!r}" for k, v in ticket.items())
         records.append({
@@ -140,10 +146,12 @@ def synthetic_rows(n: int, sites: list[str], seed: int = 0
             "status": "ok" if ok else "error",
             "error": None if ok else "RateLimitError: rate limit reached",
             "created_at": created_at, "version": None if source == "teacher" else 1,
-            "agreement": None, "valid": passed if ok else None})  # as Store.add_records
+            "agreement": None, "valid": passed if ok else None,  # as Store.add_records
+            "input_hash": input_hash(site, {"ticket": ticket}),
+            "verdicts_json": verdicts_text([Verdict("schema", passed, detail)]) if ok else None})
         if ok:
             verdicts.append({"record_id": record_id, "name": "schema", "passed": passed,
-                             "detail": "" if passed else "needs_manager: expected boolean"})
+                             "detail": detail})
         if len(records) == CHUNK:
             yield records, verdicts
             records, verdicts = [], []
@@ -203,7 +211,7 @@ def cli(*argv: str) -> str:
 def measure(backend: str, url: str, home: Path, n: int, n_sites: int) -> list[dict[str, Any]]:
     from byllm_distill import capture, router
     from byllm_distill.config import load_config
-    from byllm_distill.gate.samples import teacher_answers
+    from byllm_distill.gate.samples import promotion_samples
     from byllm_distill.scheduler import due_info, due_sites
     from byllm_distill.store import RecordFilter, Store
     from byllm_distill.training.base_model import load_tokenizer, resolve_base
@@ -234,7 +242,6 @@ def measure(backend: str, url: str, home: Path, n: int, n_sites: int) -> list[di
     row("bulk insert (records + verdicts + sites)", fill(store, n, sites), n)
     site = sites[0]
     in_site = store.count(RecordFilter(site=site))
-    teacher_ok = store.count(RecordFilter(site=site, source="teacher", status="ok"))
 
     seconds, _ = timed(lambda: cli("status"), repeat=3)
     row("status", seconds, target="< 1 s", met=seconds < 1.0)
@@ -265,8 +272,9 @@ def measure(backend: str, url: str, home: Path, n: int, n_sites: int) -> list[di
     row(f"dataset build ({manifest['counts']['train']:,} train examples)", seconds,
         manifest["counts"]["records"])
 
-    seconds, _ = timed(lambda: teacher_answers(store, site, info.fingerprint))
-    row("gate input scan, one site (gate/samples.py)", seconds, teacher_ok)
+    seconds, samples = timed(lambda: promotion_samples(store, site, 1, info.fingerprint))
+    row(f"gate inputs, one decision ({len(samples.answers):,} answers, {len(samples.pairs):,} "
+        f"pairs, {len(samples.repeats):,} repeats)", seconds)
     store.close()
     return rows
 

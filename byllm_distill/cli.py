@@ -130,6 +130,13 @@ def _site_line(site: dict[str, Any]) -> str:
     job = site["job"]
     if job and job["status"] in ("queued", "running", "failed"):
         line += f"\n  job: {job['status']} {job['progress'] or ''} {job['error'] or ''}"
+    retry = site.get("retry") or {}
+    if retry.get("needs_attention"):
+        line += (f"\n  training failed {retry['failures']} times in a row; not retried until "
+                 f"`byllm-distill retry {site['site']}` (fix first: {retry['reason']})")
+    elif retry.get("failures"):
+        line += (f"\n  training failed ({retry['failures']}x), next try after "
+                 f"{retry['retry_at'][:19]}: {retry['reason']}")
     return line
 
 

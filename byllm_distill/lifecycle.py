@@ -315,8 +315,10 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
 
     registry = SiteRegistry(config, site, store)
     state = registry.state()
-    counts = {s: store.count(RecordFilter(site=site, source=s))
-              for s in ("teacher", "student", "shadow", "eval")}
+    # Range counts over the (site, source, ...) index, one per source: faster on SQLite
+    # than one GROUP BY (measured by benchmarks/store_scale.py at 1M records).
+    records = {s: store.count(RecordFilter(site=site, source=s))
+               for s in ("teacher", "student", "shadow", "eval")}
     gate = None
     if state.active is not None and state.mode == "shadow":
         gate = {"kind": "promotion", **promotion_gate(
@@ -328,7 +330,7 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
     jobs = [j for j in JobQueue(store).list(site=site, limit=1)]
     return {
         "site": site, "mode": state.mode, "active": state.active, "pinned": state.pinned,
-        "versions": [v.number for v in registry.versions()], "records": counts,
+        "versions": [v.number for v in registry.versions()], "records": records,
         "valid_teacher_records": store.count(RecordFilter(site=site, source="teacher",
                                                            valid=True)),
         "gate": gate,

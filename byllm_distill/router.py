@@ -278,10 +278,10 @@ class Router:
             return False
         key = (site, fingerprint)
         if key not in self._repeats:
-            from byllm_distill.gate.samples import repeat_pairs, teacher_answers
+            from byllm_distill.gate.samples import teacher_repeats
 
             self.capture.flush()
-            found = len(repeat_pairs(teacher_answers(self._store(), site, fingerprint)))
+            found = len(teacher_repeats(self._store(), site, fingerprint))
             with self._lock:
                 self._repeats.setdefault(key, found)
         with self._lock:

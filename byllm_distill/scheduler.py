@@ -59,7 +59,7 @@ def due_info(store: Store, config: DistillConfig, site: str) -> DueInfo:
 
 
 def due_sites(store: Store, config: DistillConfig) -> list[DueInfo]:
-    sites = sorted({s.site for s in store.site_summaries()})
+    sites = store.site_names()
     return [info for info in (due_info(store, config, s) for s in sites) if info.due]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,37 @@ def test_missing_postgres_database_raises_store_error(postgres_server: PostgresS
     url = postgres_server.url("no_such_database")
     with pytest.raises(StoreError, match='cannot open store .*"no_such_database" does not exist'):
         Store(url)
+
+
+def test_input_hash_migration_fills_existing_records(store_backend: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store from before m008 gets every record's input identity filled in."""
+    from byllm_distill.store import migrations, tables
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:MIGRATIONS.index(
+        migrations.m008_input_hash)])
+    old = Store(store_backend)
+    rows = [Record(site="m.f", fingerprint="fp", model="gpt", messages=[], latency_ms=1.0,
+                   args={"b": [1, 2], "a": name}) for name in ("x", "y")]
+    with old.engine.begin() as conn:
+        conn.execute(sa.table("records", *(sa.column(c) for c in rows[0].to_row())).insert(),
+                     [r.to_row() for r in rows])
+        conn.execute(tables.verdicts.insert(), [
+            {"record_id": rows[0].id, "name": "json", "passed": True, "detail": ""},
+            {"record_id": rows[0].id, "name": "bounds", "passed": False, "detail": "x=12"}])
+    old.close()
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+    store = Store(store_backend)
+    with store.engine.connect() as conn:
+        stored = {rid: (digest, text) for rid, digest, text in conn.execute(
+            sa.select(tables.records.c.id, tables.records.c.input_hash,
+                      tables.records.c.verdicts_json))}
+    assert {rid: digest for rid, (digest, _) in stored.items()} == {
+        r.id: r.input_hash() for r in rows}
+    exported = [json.loads(line) for line in store.iter_export_lines()]
+    assert exported == [r.to_public() for r in store.iter_records()]
+    assert exported[0]["verdicts"] == [
+        {"name": "bounds", "passed": False, "detail": "x=12"},
+        {"name": "json", "passed": True, "detail": ""}]
+    assert stored[rows[1].id][1] is None
+    store.close()

@@ -264,3 +264,27 @@ def test_reading_many_records_in_batches(store: Store) -> None:
     assert store.count(RecordFilter(site="s.1", valid=True)) == sum(
         1 for n in range(1201) if n % 3 == 1 and n % 7 != 0)
     assert [r.args["n"] for r in store.iter_records(limit=2, newest_first=True)] == [1200, 1199]
+
+
+# -- the gate's lookups by input ---------------------------------------------------------
+
+def test_gate_lookups_by_input_match_a_full_scan(store: Store) -> None:
+    from byllm_distill.gate.samples import repeat_pairs, teacher_answers, teacher_repeats
+
+    times = {"a": 3, "b": 1, "c": 2}  # how often the teacher answered each input
+    for name, n in times.items():
+        store.add_records([_record(args={"q": name}, output={"i": i}) for i in range(n)])
+    store.add_records([_record(args={"q": "a"}, status="error", output=None),
+                       _record(args={"q": "a"}, fingerprint="old"),
+                       _record(args={"q": "d"}, source="eval", version=1)])
+    full = teacher_answers(store, "m.f", "fp")
+    assert sorted(len(g) for g in full.values()) == [1, 2, 3]
+    key = {name: _record(args={"q": name}) for name in "abcd"}
+    wanted = teacher_answers(store, "m.f", "fp", [key["a"].input_hash(), key["d"].input_hash()],
+                             per_input=1)
+    assert list(wanted) == [key["a"].input_key()]
+    assert wanted[key["a"].input_key()] == full[key["a"].input_key()][:1]  # the oldest
+    pairs = teacher_repeats(store, "m.f", "fp")
+    assert sorted((a.id, b.id) for a, b in pairs) == sorted(
+        (a.id, b.id) for a, b in repeat_pairs(full))
+    assert len(pairs) == 2  # inputs a and c

@@ -13,11 +13,16 @@ site's contract with the same input (`Record.input_key`). Teacher repeats are in
 teacher answered more than once (the router asks again on a capped number of shadow
 inputs, see `SiteSettings.teacher_repeats`; inputs that recur in real traffic count too):
 the first two answers of each such input form one pair, so each input counts once.
+
+Everything is looked up by index (`records.input_hash`, SQL counts for the repeats), so a
+decision reads the version's own answers and their teacher references, not every teacher
+record of the site.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from byllm_distill.store import Record, RecordFilter, Store
 
@@ -30,12 +35,31 @@ class Samples:
     live: int = 0  # answers given on live traffic (shadow or served)
 
 
-def teacher_answers(store: Store, site: str, fingerprint: str | None) -> dict[str, list[Record]]:
-    """The site's successful teacher records of one contract, by input, oldest first."""
+# Teacher repeats read per decision, at most: enough for any margin the gate tests.
+MAX_REPEAT_INPUTS = 2000
+
+
+def teacher_answers(store: Store, site: str, fingerprint: str | None,
+                    input_hashes: Iterable[str] | None = None,
+                    per_input: int | None = None) -> dict[str, list[Record]]:
+    """The site's successful teacher records of one contract (any, when None), by input,
+    oldest first: of the given inputs only (`Record.input_hash`), else of all of them; at
+    most the oldest `per_input` of each input when given (chosen in SQL)."""
+    flt = RecordFilter(site=site, source="teacher", status="ok", fingerprint=fingerprint)
+    if input_hashes is None:
+        chunks: list[RecordFilter] = [flt]
+    else:
+        wanted = sorted(set(input_hashes))
+        chunks = [replace(flt, input_hashes=wanted[i:i + 500])
+                  for i in range(0, len(wanted), 500)]
     by_input: dict[str, list[Record]] = {}
-    for record in store.iter_records(RecordFilter(site=site, source="teacher", status="ok"),
-                                     with_verdicts=False):
-        if fingerprint is None or record.fingerprint == fingerprint:
+    for chunk in chunks:
+        if per_input is not None:
+            ids = store.first_per_input(chunk, per_input)
+            chunk = RecordFilter(ids=ids)
+            if not ids:
+                continue
+        for record in store.iter_records(chunk, with_verdicts=False):
             by_input.setdefault(record.input_key(), []).append(record)
     for group in by_input.values():
         group.sort(key=lambda r: r.id)
@@ -46,8 +70,22 @@ def repeat_pairs(by_input: dict[str, list[Record]]) -> list[tuple[Record, Record
     return [(group[0], group[1]) for group in by_input.values() if len(group) >= 2]
 
 
-def _paired(answers: list[Record], by_input: dict[str, list[Record]]
+def teacher_repeats(store: Store, site: str, fingerprint: str | None
+                    ) -> list[tuple[Record, Record]]:
+    """(first, second) teacher answers of each input the teacher answered twice or more
+    (at most `MAX_REPEAT_INPUTS` inputs), found by an SQL count, not a scan."""
+    flt = RecordFilter(site=site, source="teacher", status="ok", fingerprint=fingerprint)
+    repeated = store.repeated_inputs(flt, MAX_REPEAT_INPUTS)
+    if not repeated:
+        return []
+    return repeat_pairs(teacher_answers(store, site, fingerprint, repeated, per_input=2))
+
+
+def _paired(answers: list[Record], store: Store, site: str, fingerprint: str | None
             ) -> list[tuple[Record, Record]]:
+    by_input = teacher_answers(store, site, fingerprint,
+                               (r.input_hash() for r in answers if r.status == "ok"),
+                               per_input=1)
     return [(by_input[r.input_key()][0], r) for r in answers
             if r.status == "ok" and r.input_key() in by_input]
 
@@ -56,16 +94,16 @@ def promotion_samples(store: Store, site: str, version: int,
                       fingerprint: str | None) -> Samples:
     answers = [r for source in ("eval", "shadow") for r in store.iter_records(
         RecordFilter(site=site, version=version, source=source))]
-    by_input = teacher_answers(store, site, fingerprint)
-    return Samples(answers, _paired(answers, by_input), repeat_pairs(by_input),
+    return Samples(answers, _paired(answers, store, site, fingerprint),
+                   teacher_repeats(store, site, fingerprint),
                    live=sum(1 for r in answers if r.source == "shadow"))
 
 
 def live_samples(store: Store, site: str, version: int, fingerprint: str | None,
                  window: int) -> Samples:
-    served = list(store.iter_records(RecordFilter(site=site, version=version, source="student"),
-                                     limit=None, newest_first=True))
-    checked = [r for r in served if r.agreement is not None][:window]
-    by_input = teacher_answers(store, site, fingerprint)
-    return Samples(served[:window], _paired(checked, by_input), repeat_pairs(by_input),
-                   live=len(served[:window]))
+    served_by = RecordFilter(site=site, version=version, source="student")
+    served = list(store.iter_records(served_by, limit=window, newest_first=True))
+    checked = list(store.iter_records(replace(served_by, checked=True), limit=window,
+                                      newest_first=True))
+    return Samples(served, _paired(checked, store, site, fingerprint),
+                   teacher_repeats(store, site, fingerprint), live=len(served))

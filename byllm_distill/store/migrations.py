@@ -8,6 +8,7 @@ run on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -208,9 +209,49 @@ def m007_one_open_job_per_site(conn: Connection) -> None:
              postgresql_where=where).create(conn)
 
 
+def m008_input_hash(conn: Connection) -> None:
+    # Each record's input identity (`Record.input_hash`), so the gate looks up the teacher's
+    # answers to the inputs it judges by index; and its verdicts as export writes them
+    # (`records.verdicts_json`). Existing rows are filled a page of records at a time.
+    from byllm_distill.store.record import input_hash
+    from byllm_distill.store.store import verdicts_text
+    from byllm_distill.validators.base import Verdict
+
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN input_hash VARCHAR(32)"))
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN verdicts_json TEXT"))
+    records = sa.table("records", sa.column("id"), sa.column("site"), sa.column("args"),
+                       sa.column("input_hash"), sa.column("verdicts_json"))
+    verdicts = sa.table("verdicts", sa.column("record_id"), sa.column("name"),
+                        sa.column("passed"), sa.column("detail"))
+    last = ""
+    while True:
+        rows = conn.execute(sa.select(records.c.id, records.c.site, records.c.args)
+                            .where(records.c.id > last).order_by(records.c.id)
+                            .limit(2000)).all()
+        if not rows:
+            break
+        found: dict[str, list[Verdict]] = {}
+        for rid, name, passed, detail in conn.execute(
+                sa.select(verdicts.c.record_id, verdicts.c.name, verdicts.c.passed,
+                          verdicts.c.detail)
+                .where(verdicts.c.record_id.in_([row[0] for row in rows]))):
+            found.setdefault(rid, []).append(Verdict(name, bool(passed), detail))
+        conn.execute(records.update().where(records.c.id == sa.bindparam("rid"))
+                     .values(input_hash=sa.bindparam("hash"),
+                             verdicts_json=sa.bindparam("text")),
+                     [{"rid": rid, "hash": input_hash(site, json.loads(args)),
+                       "text": verdicts_text(found.get(rid))} for rid, site, args in rows])
+        last = rows[-1][0]
+    meta = sa.MetaData()
+    table = sa.Table("records", meta, *(sa.Column(name) for name in (
+        "site", "source", "fingerprint", "status", "input_hash")))
+    sa.Index("ix_records_site_input", table.c.site, table.c.source, table.c.input_hash,
+             table.c.fingerprint, table.c.status).create(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_initial, m002_verdicts, m003_ratings, m004_routing, m005_registry,
-    m006_scale, m007_one_open_job_per_site,
+    m006_scale, m007_one_open_job_per_site, m008_input_hash,
 ]
 
 

@@ -7,6 +7,7 @@ the fields of `Record` in this order; JSON-valued fields are nested objects, not
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -28,6 +29,10 @@ STATUSES = ("ok", "error")
 def new_record_id() -> str:
     """A 24-hex-digit id that sorts by creation time (ns clock, then randomness)."""
     return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
+def input_hash(site: str, args: Any) -> str:
+    return hashlib.sha256((site + "\n" + dumps_canonical(args)).encode()).hexdigest()[:32]
 
 
 def utc_now() -> str:
@@ -68,6 +73,10 @@ class Record:
         """Identity of the call's input: the site plus its canonical arguments. Two records
         with the same key answered the same question (teacher vs student, or a repeat)."""
         return self.site + "\n" + dumps_canonical(self.args)
+
+    def input_hash(self) -> str:
+        """`input_key()` as 32 hex characters (stored in `records.input_hash`)."""
+        return input_hash(self.site, self.args)
 
     def to_public(self) -> dict[str, Any]:
         """The stable export shape: `id` first, then the documented fields."""

@@ -73,6 +73,8 @@ class RecordFilter:
     ids: Sequence[str] | None = None
     valid: bool | None = None  # True: validated and every verdict passed; False: any failed
     version: int | None = None
+    input_hashes: Sequence[str] | None = None  # records answering these inputs
+    checked: bool | None = None  # True: an agreement with the teacher was measured
 
     def clauses(self) -> list[Any]:
         r = tables.records.c
@@ -96,6 +98,10 @@ class RecordFilter:
             out.append(r.id.in_(list(self.ids)))
         if self.version is not None:
             out.append(r.version == self.version)
+        if self.input_hashes is not None:
+            out.append(r.input_hash.in_(list(self.input_hashes)))
+        if self.checked is not None:
+            out.append(r.agreement.isnot(None) if self.checked else r.agreement.is_(None))
         return out
 
 
@@ -182,7 +188,9 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 conn.execute(tables.records.insert(),
-                             [{**r.to_row(), "valid": _validity(r.verdicts)} for r in batch])
+                             [{**r.to_row(), "valid": _validity(r.verdicts),
+                               "input_hash": r.input_hash(),
+                               "verdicts_json": verdicts_text(r.verdicts)} for r in batch])
                 verdict_rows = [
                     {"record_id": r.id, "name": v.name, "passed": v.passed, "detail": v.detail}
                     for r in batch for v in _unique(r.verdicts or [])
@@ -219,8 +227,10 @@ class Store:
                 if ids:
                     conn.execute(
                         tables.records.update().where(r.id == sa.bindparam("rid"))
-                        .values(valid=sa.bindparam("validity")),
-                        [{"rid": rid, "validity": _validity(verdicts)}
+                        .values(valid=sa.bindparam("validity"),
+                                verdicts_json=sa.bindparam("text")),
+                        [{"rid": rid, "validity": _validity(verdicts),
+                          "text": verdicts_text(verdicts)}
                          for rid, verdicts in verdicts_by_record.items()])
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
@@ -328,41 +338,26 @@ class Store:
         (compact, unparsed): decoding and re-encoding them would make export several
         times slower. Streams like `iter_records`."""
         names = [name for name in _PUBLIC_FIELDS if name != "verdicts"]
-        query = (sa.select(*(tables.records.c[name] for name in names))
+        query = (sa.select(*(tables.records.c[name] for name in names),
+                           tables.records.c.verdicts_json)
                  .where(*(flt or RecordFilter()).clauses()).order_by(tables.records.c.id))
         heads = [json.dumps(name) + ": " for name in names]
         writers = [functools.partial(_stored_json, _NULL_JSON.get(name, "null"))
                    if name in tables.JSON_COLUMNS else _json_str
                    if isinstance(tables.records.c[name].type, sa.String) else _json_scalar
                    for name in names]
-        id_at, verdicts_at = names.index("id"), _PUBLIC_FIELDS.index("verdicts")
+        verdicts_at = _PUBLIC_FIELDS.index("verdicts")
         with self._read() as conn:
             result = conn.execute(query.execution_options(stream_results=True))
             try:
                 while rows := result.fetchmany(500):
-                    found = self._verdicts_json(conn, [row[id_at] for row in rows])
-                    for row in rows:
+                    for *row, verdicts in rows:
                         out = [head + write(value)
                                for head, write, value in zip(heads, writers, row, strict=True)]
-                        out.insert(verdicts_at, '"verdicts": ' + found.get(row[id_at], "[]"))
+                        out.insert(verdicts_at, '"verdicts": ' + (verdicts or "[]"))
                         yield "{" + ", ".join(out) + "}"
             finally:
                 result.close()
-
-    def _verdicts_json(self, conn: Any, ids: list[str]) -> dict[str, str]:
-        """Each record's verdicts as `json.dumps([v.to_dict() for v in verdicts])` writes
-        them, in `_verdicts`'s order."""
-        v = tables.verdicts.c
-        keys = [f.name for f in fields(Verdict)]
-        heads = [json.dumps(key) + ": " for key in keys]
-        query = (sa.select(v.record_id, *(v[key] for key in keys))
-                 .where(v.record_id.in_(_inline(ids))).order_by(v.record_id, v.name))
-        found: dict[str, list[str]] = {}
-        for rid, *values in conn.execute(query).all():
-            pairs = zip(heads, values, strict=True)
-            found.setdefault(rid, []).append(
-                "{" + ", ".join(head + _json_scalar(value) for head, value in pairs) + "}")
-        return {rid: "[" + ", ".join(items) + "]" for rid, items in found.items()}
 
     def _verdicts(self, conn: Any, ids: list[str]) -> dict[str, list[Verdict]]:
         v = tables.verdicts.c
@@ -402,6 +397,28 @@ class Store:
                  .order_by(r.source, r.status))
         with self._read() as conn:
             return {(source, status): n for source, status, n in conn.execute(query)}
+
+    def repeated_inputs(self, flt: RecordFilter, limit: int) -> list[str]:
+        """Input hashes with at least two records matching `flt` (e.g. inputs the teacher
+        answered twice), counted in SQL; at most `limit`, in hash order (a stable,
+        arbitrary sample)."""
+        r = tables.records.c
+        query = (sa.select(r.input_hash).where(*flt.clauses(), r.input_hash.isnot(None))
+                 .group_by(r.input_hash).having(sa.func.count() >= 2)
+                 .order_by(r.input_hash).limit(limit))
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def first_per_input(self, flt: RecordFilter, per_input: int) -> list[str]:
+        """Ids of the oldest `per_input` records of each input (`input_hash`) matching
+        `flt`, oldest first (a window function, on both backends)."""
+        r = tables.records.c
+        ranked = (sa.select(r.id, sa.func.row_number().over(
+            partition_by=r.input_hash, order_by=r.id).label("n")).where(*flt.clauses())
+            .subquery())
+        query = sa.select(ranked.c.id).where(ranked.c.n <= per_input).order_by(ranked.c.id)
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
 
     def site_names(self) -> list[str]:
         """Every call site with records, sorted: from the `sites` rows, which every write
@@ -466,6 +483,18 @@ def _json_scalar(value: Any) -> str:
     if type(value) is float and math.isfinite(value):
         return float.__repr__(value)
     return json.dumps(value)
+
+
+def verdicts_text(verdicts: list[Verdict] | None) -> str | None:
+    """`records.verdicts_json`: the verdicts by name (one per name, as stored), written as
+    `json.dumps([asdict(v) ...], ensure_ascii=False)` would; None when there are none."""
+    unique = sorted(_unique(verdicts or []), key=lambda v: v.name)
+    if not unique:
+        return None
+    heads = [json.dumps(f.name) + ": " for f in fields(Verdict)]
+    items = ("{" + ", ".join(head + _json_scalar(getattr(v, f.name)) for head, f in
+                             zip(heads, fields(Verdict), strict=True)) + "}" for v in unique)
+    return "[" + ", ".join(items) + "]"
 
 
 def _validity(verdicts: list[Verdict] | None) -> bool | None:

@@ -28,6 +28,13 @@ records = sa.Table(
     # Not a Record field: whether every stored verdict passed (None: no verdicts), kept with
     # the verdicts so counts of valid records need no per-record verdict lookup.
     sa.Column("valid", sa.Boolean),
+    # sha256 of `Record.input_key()` (site + canonical arguments), 32 hex characters: the
+    # gate finds the teacher's answer to a student's input, and inputs the teacher answered
+    # twice, by index instead of reading every teacher record.
+    sa.Column("input_hash", sa.String(32)),
+    # The record's verdicts as `records export` writes them (a JSON list, by name), kept
+    # with the verdicts rows so an export reads one table; NULL when there are none.
+    sa.Column("verdicts_json", sa.Text),
 )
 
 sites = sa.Table(
