@@ -143,7 +143,7 @@ def register(main: click.Group) -> None:
                 click.echo(f"{'':<43}{line}")
 
     @main.command()
-    @click.option("--once", is_flag=True, help="One scheduling round, then exit.")
+    @click.option("--once", is_flag=True, help="Run every job that is due now, then exit.")
     @click.option("--poll", default=60.0, show_default=True,
                   help="Seconds between rounds when nothing runs.")
     @click.option("--site", help="Only train this site.")
