@@ -52,6 +52,7 @@ from byllm_distill.artifacts import (
 from byllm_distill.errors import DistillError, NotFoundError, StoreError
 from byllm_distill.store import tables
 from byllm_distill.store.record import utc_now
+from byllm_distill.store.store import error_reason
 
 if TYPE_CHECKING:
     from byllm_distill.config import DistillConfig
@@ -64,6 +65,7 @@ __all__ = ["MODES", "ArtifactError", "ArtifactUnavailable", "SiteRegistry", "Sit
 MODES = ("teacher", "shadow", "student")
 _generation = 0  # bumped by every state change this process makes (see `state_generation`)
 _generation_lock = threading.Lock()
+_imported: set[tuple[str, str]] = set()  # (site folder, store URL) imported (`_import_local`)
 
 
 def site_dirname(site: str) -> str:
@@ -110,7 +112,6 @@ class SiteRegistry:
         self.versions_dir = self.root / "versions"
         self.shared = (ArtifactStore(config.artifacts, config.artifacts_endpoint)
                        if config.artifacts else None)
-        self._imported = False
 
     @classmethod
     def at(cls, data_dir: Path, site: str, store: Store | None = None) -> SiteRegistry:
@@ -138,10 +139,8 @@ class SiteRegistry:
             with engine.begin() if write else engine.connect() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            reason = f"{type(orig).__name__}: {orig}".splitlines()[0]
             raise StoreError(f"cannot reach the registry of {self.site} in "
-                             f"{self.store.display_url}: {reason}") from exc
+                             f"{self.store.display_url}: {error_reason(exc)}") from exc
 
     # -- versions ----------------------------------------------------------------------
 
@@ -350,10 +349,16 @@ class SiteRegistry:
 
     def _import_local(self) -> None:
         """Import this data dir's `state.json` and version folders the store does not know
-        (once per registry object; the file is renamed `state.json.imported`)."""
-        if self._imported:
+        (the file is renamed `state.json.imported`). Once per site, data dir and store per
+        process: the router builds a registry on every state read, and every version made
+        or fetched after the import is in the store already."""
+        key = (str(self.root), self.store.url)
+        if key in _imported:
             return
-        self._imported = True
+        self._import_once()
+        _imported.add(key)
+
+    def _import_once(self) -> None:
         legacy = self.root / "state.json"
         folders = [p for p in self.versions_dir.iterdir()
                    if p.name.isdigit() and (p / "manifest.json").is_file()] \

@@ -3,9 +3,9 @@
 A job is `queued`, then claimed by exactly one worker (`running`, with its pid and a
 heartbeat), then `done` (with the version it produced) or `failed` (with the error); a
 failed job is `dismissed` when someone asks for a retry (scheduler.py decides when a
-failed site is retried). A
-running job whose heartbeat is older than `stale_after` seconds belongs to a worker that
-crashed or was killed; `requeue_stale` puts it back to `queued` so it is retried. The
+failed site is retried). A running job whose heartbeat is older than `stale_after`
+seconds belongs to a worker that crashed or was killed; `requeue_stale` puts it back to
+`queued` so it is retried. The
 claim is `SELECT ... FOR UPDATE SKIP LOCKED` plus a conditional UPDATE (SQLite: the
 conditional UPDATE alone), so two workers, on one machine or many, never run the same job.
 """

@@ -167,7 +167,7 @@ class Store:
             with self.engine.begin() as conn:
                 migrate(conn)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise StoreError(f"cannot open store {self.display_url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot open store {self.display_url}: {error_reason(exc)}") from exc
 
     @property
     def display_url(self) -> str:
@@ -209,7 +209,7 @@ class Store:
                         )
                     )
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot write to {self.display_url}: {error_reason(exc)}") from exc
 
     def replace_verdicts(self, verdicts_by_record: dict[str, list[Verdict]]) -> None:
         """Store fresh verdicts for existing records (e.g. after adding a validator)."""
@@ -233,7 +233,7 @@ class Store:
                           "text": verdicts_text(verdicts)}
                          for rid, verdicts in verdicts_by_record.items()])
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot write to {self.display_url}: {error_reason(exc)}") from exc
 
     def set_agreement(self, record_id: str, value: float) -> None:
         """Attach an agreement score measured after the record was written."""
@@ -243,7 +243,7 @@ class Store:
                 conn.execute(tables.records.update().where(r.id == record_id)
                              .values(agreement=value))
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot write to {self.display_url}: {error_reason(exc)}") from exc
 
     def add_rating(self, record_id: str, rater: str, scores: dict[str, int],
                    comment: str = "") -> str:
@@ -279,7 +279,7 @@ class Store:
             with self.engine.begin() as conn:
                 conn.execute(table.insert().values(**row))
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.display_url}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot write to {self.display_url}: {error_reason(exc)}") from exc
 
     # -- reading ---------------------------------------------------------------------
 
@@ -508,6 +508,6 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     return f"{type(orig or exc).__name__}: {orig or exc}".splitlines()[0]
