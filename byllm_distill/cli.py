@@ -124,6 +124,14 @@ def _site_line(site: dict[str, Any]) -> str:
         line += (f"\n  {gate['kind']} gate: {gate['passes']}/{gate['n']} valid, lower bound "
                  f"{gate['lower_bound']:.3f} ({verdict})")
         line += "".join(f"\n    {text}" for text in criteria_lines(gate.get("criteria") or []))
+    tokens = site.get("prompt_tokens")
+    if tokens:
+        billed = (f", billed {tokens['teacher_billed']:g}" if tokens["teacher_billed"]
+                  else "")
+        line += (f"\n  prompt tokens per call: teacher {tokens['teacher']:g} (+"
+                 f"{tokens['teacher_schema']} schema{billed}), student {tokens['student']:g} "
+                 f"(max {tokens['student_max']:g}; inputs: {tokens['inputs'] or 'whole'}; "
+                 f"v{tokens['version']})")
     due = site["next_due"]
     line += (f"\n  next training: {due['new_valid_records']}/{due['needed']} new valid "
              f"records{' (due)' if due['due'] else ''}")

@@ -65,20 +65,33 @@ def register(main: click.Group) -> None:
     @click.option("--seed", default=0, show_default=True, help="Split seed.")
     @click.option("--base", help="Base model whose tokenizer counts tokens (default the "
                                  "embedded SmolLM2-135M-Instruct).")
+    @click.option("--max-length", default=1024, show_default=True,
+                  help="Training tokens per example (the prompt budget derives from it).")
     @friendly_errors
     def dataset_build(site: str, unfiltered: bool, out: Path | None, holdout: float, seed: int,
-                      base: str | None) -> None:
+                      base: str | None, max_length: int) -> None:
         """Write a site's train/held-out JSONL (compact prompts) and manifest."""
         from byllm_distill.training.dataset import build_dataset
 
         out = out or _dataset_dir(site, not unfiltered)
+        settings = get_config().site(site)
         ds = build_dataset(open_store(), site, filtered=not unfiltered, holdout=holdout,
-                           seed=seed, out_dir=out, base=base)
+                           seed=seed, out_dir=out, base=base, max_length=max_length,
+                           drop_inputs=settings.drop_inputs, keep_last=settings.keep_last,
+                           prompt_budget=settings.prompt_budget or None)
         counts, tokens = ds.manifest["counts"], ds.manifest["tokens"]
         click.echo(f"{site}: {counts['train']} train, {counts['heldout']} held-out "
                    f"({counts['records']} records, {counts['duplicates']} duplicates, "
                    f"{counts['overlap_dropped']} dropped as held-out overlap, "
                    f"{counts['other_fingerprints']} from older contracts)")
+        inputs = ds.manifest["inputs"]
+        click.echo(f"inputs: {inputs['policy']}; {counts['compacted']} record(s) compacted "
+                   f"to the budget, {counts['over_budget']} left out as over it")
+        for path, how in inputs["chosen"].items():
+            proxy = how.get("proxy")
+            measured = (f" (proxy agreement whole {proxy['whole']}, share of the prompt "
+                        f"{proxy['share']:.0%})" if proxy else "")
+            click.echo(f"  {path}: {how['choice']} [{how['by']}]{measured}")
         click.echo(f"prompt tokens per example: teacher {tokens['teacher_prompt']['mean']} "
                    f"(+{tokens['teacher_schema']} schema) → compact "
                    f"{tokens['compact_prompt']['mean']} ({tokens['compaction_ratio']}×, "

@@ -74,6 +74,15 @@ class SiteSettings:
         "help": "Fraction of student-served calls also sent to the teacher and compared."})
     shadow_fraction: float = field(default=1.0, metadata={
         "help": "Fraction of teacher calls in shadow mode that also run the student."})
+    drop_inputs: tuple[str, ...] = field(default=(), metadata={
+        "help": "Argument paths the student never reads, e.g. [\"self/prev_level_maps\"] "
+                "(training and serving; the teacher still gets everything)."})
+    keep_last: dict[str, int] = field(default_factory=dict, metadata={
+        "help": "List arguments the student reads only the newest N items of, e.g. "
+                "{\"self/prev_levels\" = 3}."})
+    prompt_budget: int = field(default=0, metadata={
+        "help": "Most tokens of the student's prompt; longer inputs have their lists cut to "
+                "the newest items (0: derived from max_length and the longest answer)."})
 
     def __post_init__(self) -> None:
         for name in ("threshold", "agreement", "rollback_below", "check_fraction",
@@ -87,6 +96,12 @@ class SiteSettings:
                 raise ConfigError(f"'{name}' must be 0 or more, got {getattr(self, name)!r}.")
         if self.rating_margin < 0:
             raise ConfigError(f"'rating_margin' must be 0 or more, got {self.rating_margin!r}.")
+        for key, value in self.keep_last.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"'keep_last.{key}' must be a whole number of 1 or more, got "
+                                  f"{value!r}.")
+        if self.prompt_budget < 0:
+            raise ConfigError(f"'prompt_budget' must be 0 or more, got {self.prompt_budget!r}.")
         for key, value in self.margins.items():
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"'margins.{key}' must be a number of 0 or more, got "
@@ -265,11 +280,14 @@ def _coerce(name: str, value: object, origin: str) -> object:
         if not isinstance(value, dict):
             raise ConfigError(f"{origin}: '{name}' must be a table of name = number, got "
                               f"{value!r}.")
+        whole = typing.get_args(kind)[1] is int
         out = {}
         for key, item in value.items():
-            if isinstance(item, bool) or not isinstance(item, int | float):
-                raise ConfigError(f"{origin}: '{name}.{key}' must be a number, got {item!r}.")
-            out[str(key)] = float(item)
+            if isinstance(item, bool) or not isinstance(item, int | float) or (
+                    whole and item != int(item)):
+                what = "a whole number" if whole else "a number"
+                raise ConfigError(f"{origin}: '{name}.{key}' must be {what}, got {item!r}.")
+            out[str(key)] = int(item) if whole else float(item)
         return out
     if typing.get_origin(kind) is tuple:
         items = value.split(",") if isinstance(value, str) else value

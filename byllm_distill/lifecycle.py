@@ -309,6 +309,26 @@ def lower_priority() -> None:
         log.info("byllm-distill: could not lower the worker's priority: %s", exc)
 
 
+def prompt_tokens(versions: list[Any], active: int | None) -> dict[str, Any] | None:
+    """Prompt tokens per call, teacher vs student, from the dataset of the active version
+    (else the newest): what a site's inputs cost on each side, object state included."""
+    chosen = [v for v in versions if v.number == active] or versions[-1:]
+    if not chosen:
+        return None
+    dataset = chosen[0].manifest.get("dataset") or {}
+    tokens = dataset.get("tokens") or {}
+    if not tokens:
+        return None
+    billed = tokens.get("teacher_billed") or {}
+    return {"version": chosen[0].number,
+            "teacher": tokens["teacher_prompt"]["mean"],
+            "teacher_schema": tokens.get("teacher_schema"),
+            "teacher_billed": billed.get("mean"),
+            "student": tokens["compact_prompt"]["mean"],
+            "student_max": tokens["compact_prompt"]["max"],
+            "inputs": (dataset.get("inputs") or {}).get("policy")}
+
+
 def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any]:
     """What `status` shows per site: mode, versions, gate numbers, counts, next due."""
     from byllm_distill.scheduler import due_info
@@ -328,9 +348,11 @@ def site_status(store: Store, config: DistillConfig, site: str) -> dict[str, Any
             store, site, state.active, config.site(site), state.fingerprint).to_dict()}
     due = due_info(store, config, site)
     jobs = [j for j in JobQueue(store).list(site=site, limit=1)]
+    versions = registry.versions()
     return {
         "site": site, "mode": state.mode, "active": state.active, "pinned": state.pinned,
-        "versions": [v.number for v in registry.versions()], "records": records,
+        "versions": [v.number for v in versions], "records": records,
+        "prompt_tokens": prompt_tokens(versions, state.active),
         "valid_teacher_records": store.count(RecordFilter(site=site, source="teacher",
                                                            valid=True)),
         "gate": gate,

@@ -16,6 +16,8 @@ the `Llama`'s lock.
   the whole item is drawn again from the last checkpoint, a little hotter each time. A
   rollback restores the model's position (the next `eval` drops the later KV cache), the
   saved next-token logits, a copy of the grammar's state and the guide's cursor.
+- The prompt: only the part past what the KV cache already holds is evaluated (an attempt
+  after the first, or a call sharing the previous call's prefix, starts where they part).
 - Budgets: at most `ITEM_REDRAWS` redraws in a row for one item and `ATTEMPT_REDRAWS` in
   all. Past that, an attempt that is not the `last` stops with finish reason "rejected"
   (its answer could no longer pass); the last one keeps the item and finishes unchecked,
@@ -67,6 +69,16 @@ def _clone(grammar: Any, owned: list[Any]) -> Any:
     copy = llama_cpp.llama_sampler_clone(grammar)
     owned.append(copy)
     return copy
+
+
+def cached_prefix(llama: Any, prompt: list[int]) -> int:
+    """How many leading tokens of `prompt` the model's KV cache already holds."""
+    import numpy as np
+
+    past = llama.input_ids[:llama.n_tokens]
+    n = min(len(past), len(prompt))
+    same = past[:n] == np.asarray(prompt[:n], dtype=past.dtype)
+    return n if bool(same.all()) else int(np.argmin(same))
 
 
 class _DeadEnd(Exception):
@@ -193,8 +205,9 @@ class Decoder:
         import llama_cpp
 
         llama = self.llama
-        llama.reset()
-        llama.eval(prompt)
+        keep = min(cached_prefix(llama, prompt), len(prompt) - 1)  # >= 1 token makes logits
+        llama.n_tokens = keep  # the next eval drops the KV cache past the shared prefix
+        llama.eval(prompt[keep:])
         logits = self.logits()
         out: list[int] = []
         owned: list[Any] = []  # grammar clones to free

@@ -10,7 +10,11 @@ version's codec and prompt format (so inference sees the text training saw, see
 `training/codec.py`), decodes under a grammar (for tuple codecs one built for this call's
 arguments by `training/grammar.py`: exact item counts and coordinate ranges where the
 teacher's data showed them; for JSON codecs the bounded schema's), so answers always end
-and always parse, and decodes the text back into the site's JSON answer. Decoding samples
+and always parse, and decodes the text back into the site's JSON answer. The prompt follows
+the codec's input policy: a call over the site's prompt budget has its list arguments cut to
+their newest items, as training did (`PromptOverBudget` when even that does not fit).
+The part of the prompt already in the model's KV cache (the previous attempt's or the
+previous call's common prefix) is not evaluated again (decode.py). Decoding samples
 at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
 serialised per `Llama` by a lock.
 
@@ -188,6 +192,10 @@ def compact_gbnf(schema: dict[str, Any]) -> str:
     return re.sub(r"(?m)^space ::= .*$", 'space ::= ""', gbnf)
 
 
+class PromptOverBudget(ValueError):
+    """A call's arguments do not fit the site's prompt budget; the teacher answers it."""
+
+
 class Engine:
     """A loaded student: the shared `Llama`, its lock, the codec and the prompt format;
     `Decoder` (decode.py) runs the token loop."""
@@ -207,9 +215,30 @@ class Engine:
         if self._fixed_gbnf is not None:
             self._grammar_for({})  # a bad grammar fails the load, not the first call
 
-    def prompt(self, args: dict[str, Any]) -> str:
+    def _tokens(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode(), add_bos=bool(
+            self.spec.prompt_format.get("add_bos")), special=True)
+
+    def prompt(self, args: dict[str, Any]) -> tuple[str, list[int]]:
+        """The student's whole prompt for `args` and its tokens, fitted to the site's prompt
+        budget as training fitted its records (`training/inputs.py`); `PromptOverBudget`
+        when it cannot fit even with every list argument emptied."""
         fmt = self.spec.prompt_format
-        return fmt["prefix"] + self.spec.codec.prompt(args) + fmt["suffix"]
+        seen: dict[str, list[int]] = {}
+
+        def count(compact: str) -> int:
+            seen[compact] = self._tokens(fmt["prefix"] + compact + fmt["suffix"])
+            return len(seen[compact])
+
+        compact, action = self.spec.codec.fit_prompt(args, count)
+        if action == "over":
+            raise PromptOverBudget(
+                f"{self.spec.site}: this call's prompt is over the student's budget of "
+                f"{self.spec.codec.inputs.budget} tokens even with its list arguments "
+                "emptied; the teacher answers it (drop_inputs in jac.toml, or retrain with "
+                "a larger max_length, lets the student read such calls).")
+        text = fmt["prefix"] + compact + fmt["suffix"]
+        return text, seen.get(compact) or self._tokens(text)
 
     def gbnf(self, args: dict[str, Any]) -> str | None:
         """The grammar text for a call with `args` (None: free text)."""
@@ -257,13 +286,11 @@ class Engine:
         if temperature <= 0.0 or not check:
             attempts = 1
         rng = np.random.default_rng(seed)
-        text = self.prompt(args)
         started = time.perf_counter()
+        text, prompt = self.prompt(args)
         passed: list[bool] = []
         completion = redraws = 0
         with self.lock:
-            prompt = self.llama.tokenize(text.encode(), add_bos=bool(
-                self.spec.prompt_format.get("add_bos")), special=True)
             if len(prompt) + self.spec.max_tokens > self.llama.n_ctx():
                 raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
                                  f"{self.spec.max_tokens}-token answer in n_ctx "

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byllm_distill.serialize import dumps_canonical
+from byllm_distill.training.inputs import InputPolicy
 from byllm_distill.training.schema import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LENGTH,
@@ -50,9 +51,10 @@ from byllm_distill.training.schema import (
     target_text,
 )
 
-CODEC_VERSION = 3
-# Versions this code reads: 3 added enum names (a version-2 codec has none, so reads the same).
-READABLE_VERSIONS = (2, 3)
+CODEC_VERSION = 4
+# Versions this code reads: 3 added enum names, 4 the input policy (an older codec has
+# neither, so reads the same: every input whole, no budget).
+READABLE_VERSIONS = (2, 3, 4)
 # Fewer records than this cannot establish a pattern; constraints are left out.
 MIN_EVIDENCE = 5
 # An array length may follow an argument within a band this wide (e.g. walls ±1).
@@ -216,12 +218,22 @@ class SiteCodec:
     ints: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_items: dict[str, int] = field(default_factory=dict)
     max_length: dict[str, int] = field(default_factory=dict)
+    inputs: InputPolicy = field(default_factory=InputPolicy)
     version: int = CODEC_VERSION
 
     # Prompt ------------------------------------------------------------------------------
 
     def prompt(self, args: dict[str, Any]) -> str:
-        return dumps_canonical(self._encode_args(args, ""))
+        """The student's prompt for `args` under the input policy's drops and cuts (the
+        budget needs a token counter: `fit_prompt`)."""
+        return dumps_canonical(self._encode_args(self.inputs.apply(args), ""))
+
+    def fit_prompt(self, args: dict[str, Any], count: Any) -> tuple[str, str]:
+        """(prompt, what the budget did: "kept" | "compacted" | "over"); `count(text)` is
+        the tokens of the whole student prompt around a compact prompt `text`."""
+        shown, action = self.inputs.fit(
+            args, lambda a: count(dumps_canonical(self._encode_args(a, ""))))
+        return dumps_canonical(self._encode_args(shown, "")), action
 
     def _encode_args(self, value: Any, path: str) -> Any:
         if isinstance(value, dict):
@@ -338,7 +350,8 @@ class SiteCodec:
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "mode": self.mode, "arg_tuples": self.arg_tuples,
                 "schema": self.schema, "copies": self.copies, "lengths": self.lengths,
-                "ints": self.ints, "max_items": self.max_items, "max_length": self.max_length}
+                "ints": self.ints, "max_items": self.max_items, "max_length": self.max_length,
+                "inputs": self.inputs.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SiteCodec:
@@ -348,7 +361,8 @@ class SiteCodec:
         return cls(mode=data["mode"], arg_tuples=data["arg_tuples"], schema=data["schema"],
                    copies=data["copies"], lengths=data["lengths"], ints=data["ints"],
                    max_items={k: int(v) for k, v in data["max_items"].items()},
-                   max_length={k: int(v) for k, v in data["max_length"].items()})
+                   max_length={k: int(v) for k, v in data["max_length"].items()},
+                   inputs=InputPolicy.from_dict(data.get("inputs")))
 
     # Mining ------------------------------------------------------------------------------
 

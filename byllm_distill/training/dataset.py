@@ -10,6 +10,13 @@ newest, unless told), and makes one example per record:
   arguments. The codec goes into the manifest; serving reads and writes through it, so
   inference sees the text training saw. The student's prompt at inference is built from
   `capture.args_json(mt_run)`, the very shape stored in `Record.args`.
+- inputs: what of the arguments the student reads (`inputs.py`): paths the records show do
+  not change the teacher's answers are left out or cut to their most recent items, as is
+  whatever jac.toml names (`drop_inputs`, `keep_last`); then a prompt over the site's
+  budget (derived from `max_length` and the longest answer, or `prompt_budget`) has its
+  lists cut to their newest items until it fits, and a record that cannot fit is left
+  out. One long record never stops a site from training; the manifest counts and lists
+  the records compacted and left out, and records the policy with its measurements.
 - chat messages: an empty system message (it stops chat templates such as SmolLM2's from
   inserting their default persona), the compact prompt as the user turn, and the target as
   the assistant turn.
@@ -32,7 +39,7 @@ import json
 import os
 import shutil
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,15 +50,12 @@ from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
 from byllm_distill.training.codec import SiteCodec
+from byllm_distill.training.inputs import choose
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the input policy (what the budget did to each record)
+DEFAULT_MAX_LENGTH = 1024  # the trainer's default tokens per example
 SYSTEM_PROMPT = ""
 _SENTINEL = "\u2063BYLLM_DISTILL_PROMPT\u2063"
-
-
-def compact_messages(codec: SiteCodec, args: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": codec.prompt(args)}]
 
 
 @dataclass(frozen=True)
@@ -174,25 +178,54 @@ def _summary(values: list[int]) -> dict[str, float]:
             "max": max(values)}
 
 
-def token_stats(tokenizer: Any, codec: SiteCodec, records: Iterable[Record],
-                examples: Iterable[Example],
-                schema: dict[str, Any] | None) -> dict[str, Any]:
-    """Prompt tokens per example (each one's record among `records`), teacher messages
-    versus compact prompt, plus targets; `schema` is the response format the teacher got."""
+def prompt_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Tokens of the student's whole prompt around a compact prompt, as the trainer and the
+    runtime tokenize it (prefix + compact + suffix, BOS when the template adds one)."""
+    fmt = prompt_format(tokenizer)
+    bos = 1 if fmt.get("add_bos") and tokenizer.bos_token_id is not None else 0
+
+    def count(text: str) -> int:
+        return bos + count_tokens(tokenizer, fmt["prefix"] + text + fmt["suffix"])
+    return count
+
+
+def derive_budget(max_length: int, target_max: int, context: int | None) -> int:
+    """The longest student prompt a site allows: room for its longest answer within the
+    training length (and the base model's context), never below a quarter of it."""
+    room = max_length - target_max - 1
+    if context:
+        room = min(room, context - target_max - 1)
+    return max(max_length // 4, room)
+
+
+def _billed(record: Record) -> int | None:
+    usage = record.usage or {}
+    value = usage.get("prompt_tokens", usage.get("input_tokens"))
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def token_stats(tokenizer: Any, records: Iterable[Record], examples: Iterable[Example],
+                schema: dict[str, Any] | None, count: Callable[[str], int]) -> dict[str, Any]:
+    """Prompt tokens per example (each one's record among `records`): what the teacher was
+    sent (its messages through the base model's chat template, and what its provider billed
+    where the record has usage) versus the student's whole prompt; plus targets.
+    `schema` is the response format the teacher got."""
     by_id = {r.id: r for r in records}
-    before, after, target = [], [], []
+    before, after, target, billed = [], [], [], []
     for example in examples:
         record = by_id[example.record_id]
         before.append(count_tokens(tokenizer, render_prompt(tokenizer, record.messages or [])))
-        after.append(count_tokens(tokenizer, render_prompt(
-            tokenizer, compact_messages(codec, record.args))))
+        after.append(count(example.prompt))
         target.append(count_tokens(tokenizer, example.target) + 1)
+        if (paid := _billed(record)) is not None:
+            billed.append(paid)
     schema_tokens = count_tokens(tokenizer, json.dumps(schema)) if schema else 0
     mean_before, mean_after = _summary(before)["mean"], _summary(after)["mean"]
     return {
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
         "teacher_prompt": _summary(before),
         "teacher_schema": schema_tokens,
+        "teacher_billed": _summary(billed) if billed else None,
         "compact_prompt": _summary(after),
         "target": _summary(target),
         "compaction_ratio": round(mean_before / mean_after, 2) if mean_after else None,
@@ -216,11 +249,15 @@ def _library_versions() -> dict[str, str]:
 def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float = 0.2,
                   seed: int = 0, out_dir: Path | None = None, tokenizer: Any = None,
                   fingerprint: str | None = None, base: str | None = None,
-                  enum_names: bool = True) -> Dataset:
+                  enum_names: bool = True, max_length: int = DEFAULT_MAX_LENGTH,
+                  drop_inputs: tuple[str, ...] = (), keep_last: dict[str, int] | None = None,
+                  prompt_budget: int | None = None) -> Dataset:
     """The training set of one call site (see the module docstring).
 
-    `tokenizer` counts tokens for the manifest; when None the base model's (`base`, default
-    the embedded SmolLM2) is loaded. `fingerprint` None means the newest contract's.
+    `tokenizer` counts tokens; when None the base model's (`base`, default the embedded
+    SmolLM2) is loaded. `fingerprint` None means the newest contract's. `max_length` is
+    the trainer's tokens per example, from which the prompt budget is derived unless
+    `prompt_budget` is given; `drop_inputs` / `keep_last` are the site's jac.toml choices.
     """
     if not 0.0 <= holdout < 1.0:
         raise TrainingError(f"holdout must be in [0, 1), got {holdout!r}.")
@@ -274,18 +311,42 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
     if not taught:
         raise TrainingError(f"all {len(kept)} usable records of {site!r} fell in the held-out "
                             "split; capture more calls or lower --holdout.")
-    codec = SiteCodec.mine([r.args for r in taught], [_answer(r) for r in taught],
-                           response_format, enum_names=enum_names)
-    train = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in taught]
-    heldout = [Example(r.id, codec.prompt(r.args), codec.encode(_answer(r))) for r in held]
-    content = hashlib.sha256(dumps_canonical(
-        {"train": [[e.prompt, e.target] for e in train],
-         "heldout": [[e.prompt, e.target] for e in heldout],
-         "codec": codec.to_dict()}).encode()).hexdigest()
     if tokenizer is None:
         from byllm_distill.training.base_model import load_tokenizer, resolve_base
 
         tokenizer = load_tokenizer(resolve_base(base))
+    policy = choose(site, [r.args for r in taught], [_answer(r) for r in taught],
+                    drop=drop_inputs, keep_last=keep_last, seed=seed)
+    codec = SiteCodec.mine([policy.apply(r.args) for r in taught],
+                           [_answer(r) for r in taught], response_format, enum_names=enum_names)
+    codec.inputs = policy
+    targets = {r.id: codec.encode(_answer(r)) for r in [*taught, *held]}
+    target_max = max(count_tokens(tokenizer, t) + 1 for t in targets.values())
+    context = getattr(tokenizer, "model_max_length", None)
+    policy.budget = prompt_budget or derive_budget(
+        max_length, target_max, context if isinstance(context, int) and context < 10**6
+        else None)
+    count = prompt_counter(tokenizer)
+    fitted: dict[str, list[str]] = {"compacted": [], "over_budget": []}
+    train, heldout = [], []
+    for split, rows in ((train, taught), (heldout, held)):
+        for r in rows:
+            prompt, action = codec.fit_prompt(r.args, count)
+            if action == "over":
+                fitted["over_budget"].append(r.id)
+                continue
+            if action == "compacted":
+                fitted["compacted"].append(r.id)
+            split.append(Example(r.id, prompt, targets[r.id]))
+    if not train:
+        raise TrainingError(f"every training record of {site!r} is over the prompt budget of "
+                            f"{policy.budget} tokens even with its lists emptied; raise "
+                            "prompt_budget or max_length, or drop inputs (drop_inputs in "
+                            "jac.toml).")
+    content = hashlib.sha256(dumps_canonical(
+        {"train": [[e.prompt, e.target] for e in train],
+         "heldout": [[e.prompt, e.target] for e in heldout],
+         "codec": codec.to_dict()}).encode()).hexdigest()
     manifest = {
         "kind": "dataset",
         "format_version": FORMAT_VERSION,
@@ -301,20 +362,24 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         "codec": codec.to_dict(),
         "counts": {"records": n_records, "other_fingerprints": n_records - n_current,
                    "no_output": len(no_output), "duplicates": len(duplicates),
-                   "overlap_dropped": len(overlap), "train": len(train),
+                   "overlap_dropped": len(overlap), "compacted": len(fitted["compacted"]),
+                   "over_budget": len(fitted["over_budget"]), "train": len(train),
                    "heldout": len(heldout)},
         "record_ids": {"train": [e.record_id for e in train],
                        "heldout": [e.record_id for e in heldout],
                        "duplicates": duplicates, "overlap_dropped": overlap,
-                       "no_output": no_output},
+                       "no_output": no_output, **fitted},
         "content_sha256": content,
-        "tokens": token_stats(tokenizer, codec, kept.values(), [*train, *heldout],
-                              response_format),
+        "inputs": {"policy": policy.describe(), "budget": policy.budget,
+                   "max_length": max_length, "chosen": policy.chosen},
+        "tokens": token_stats(tokenizer, kept.values(), [*train, *heldout], response_format,
+                              count),
         "response_format": response_format,
         "library_versions": _library_versions(),
     }
+    by_id = {r.id: r for r in held}
     dataset = Dataset(site, fingerprint, response_format, train, heldout, manifest, codec,
-                      heldout_args={r.id: r.args for r in held})
+                      heldout_args={e.record_id: by_id[e.record_id].args for e in heldout})
     if out_dir is not None:
         dataset.write(out_dir)
     return dataset

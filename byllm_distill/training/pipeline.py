@@ -11,7 +11,8 @@ The manifest's `serving` section is everything the runtime needs: the prompt for
 tokenizer produced, the site's codec (prompt and answer forms, and the limits the per-call
 grammar applies, see codec.py), the response format (for the validators that check each
 answer), `max_tokens` (2 × the longest training answer + 64, or less when a JSON-mode
-bounded schema admits nothing longer), `n_ctx`, the sampling defaults and the number of
+bounded schema admits nothing longer), `n_ctx` (the site's prompt budget plus
+`max_tokens`), the sampling defaults and the number of
 validator-checked attempts per call.
 """
 
@@ -61,7 +62,7 @@ class TrainedVersion:
 def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
     tokens = dataset.manifest["tokens"]
     target_max = int(tokens["target"]["max"])
-    prompt_max = int(tokens["compact_prompt"]["max"])
+    budget = dataset.codec.inputs.budget or int(tokens["compact_prompt"]["max"])
     max_tokens = 2 * target_max + 64 if target_max else DEFAULT_MAX_TOKENS
     codec = dataset.codec
     if codec.mode == "json" and codec.schema is not None:
@@ -73,7 +74,8 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
         "codec": codec.to_dict(),
         "response_format": dataset.response_format,
         "max_tokens": max_tokens,
-        "n_ctx": max(2048, 256 * math.ceil((2 * prompt_max + max_tokens) / 256)),
+        # The budget bounds every prompt the student reads (serving compacts to it too).
+        "n_ctx": 256 * math.ceil((budget + max_tokens) / 256),
         "temperature": DEFAULT_TEMPERATURE,
         "top_p": DEFAULT_TOP_P,
         "attempts": DEFAULT_ATTEMPTS,
@@ -96,8 +98,12 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
     train_config = train_config or TrainConfig()
     ref = resolve_base(base)
     tokenizer = load_tokenizer(ref)
+    settings = config.site(site)
     dataset = build_dataset(store, site, filtered=filtered, holdout=holdout, seed=seed,
-                            tokenizer=tokenizer, enum_names=enum_names)
+                            tokenizer=tokenizer, enum_names=enum_names,
+                            max_length=train_config.max_length,
+                            drop_inputs=settings.drop_inputs, keep_last=settings.keep_last,
+                            prompt_budget=settings.prompt_budget or None)
     registry = SiteRegistry(config, site, store)
     with registry.new_version() as (number, partial):
         dataset.write(partial / "dataset")
@@ -115,6 +121,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
             "dataset": {"content_sha256": dataset.content_sha256,
                         "filtered": filtered,
                         "counts": dataset.manifest["counts"],
+                        "inputs": dataset.manifest["inputs"],
                         "tokens": dataset.manifest["tokens"],
                         "train_ids": [e.record_id for e in dataset.train],
                         "heldout_ids": [e.record_id for e in dataset.heldout]},
