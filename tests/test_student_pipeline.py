@@ -349,3 +349,62 @@ def test_train_config_validation_names_the_field() -> None:
     assert TrainConfig().total_steps(100) == 200 and TrainConfig().total_steps(5000) == 800
     assert TrainConfig(epochs=1.0).total_steps(5000) == 5000
     assert TrainConfig(batch_size=4).total_steps(10) == 5
+
+
+def test_a_record_over_the_prompt_budget_trains(base, tmp_path: Path) -> None:
+    """One record whose list argument is far over the budget: it is compacted (newest items
+    kept), counted, and the site trains; its loss falls like the others'."""
+    from byllm_distill.training.dataset import build_dataset
+
+    records = [replace(r, args={**r.args, "history": [1, 2]}) for r in map_records(12)]
+    long_one = replace(records[2], args={**records[2].args, "history": list(range(4000))})
+    records[2] = long_one
+    store = Store(f"sqlite:///{tmp_path / 'd.db'}")
+    store.add_records(records)
+    tokenizer = load_tokenizer(base)
+    dataset = build_dataset(store, SITE, tokenizer=tokenizer, holdout=0.0)
+    assert dataset.manifest["record_ids"]["compacted"] == [long_one.id]
+    result = train(dataset, tmp_path / "adapter", TrainConfig(steps=12, learning_rate=2e-3),
+                   base=base, progress=False)
+    assert result.steps == 12 and result.manifest["truncated_examples"] == 0
+    batch = [e for e in dataset.train if e.record_id == long_one.id]
+    before = batch_loss(load_model(base), tokenizer, batch)
+    after = batch_loss(load_adapter(base, tmp_path / "adapter"), tokenizer, batch)
+    assert after < before * 0.8, (before, after)
+
+
+def test_serving_fits_long_inputs_to_the_budget_and_evaluates_a_prompt_once(trained) -> None:
+    from byllm_distill.runtime.engine import PromptOverBudget, engine_for, unload
+
+    _, store, version = trained
+    record = store.get_record(version.manifest["dataset"]["heldout_ids"][0])
+    try:
+        engine = engine_for(SITE, folder=version.path)
+        budget = engine.spec.codec.inputs.budget
+        assert budget and engine.llama.n_ctx() >= budget + engine.spec.max_tokens
+        assert engine.llama.n_ctx() < 2048  # n_ctx follows the budget, not a fixed 2048
+        long_args = {**record.args, "history": list(range(5000))}
+        text, tokens = engine.prompt(long_args)
+        assert len(tokens) <= budget and ",4999]" in text and "[0," not in text
+        with pytest.raises(PromptOverBudget, match="over the student's budget"):
+            engine.prompt({**record.args, "note": "word " * 5000})
+
+        decoder = engine._decoder
+        evals = decoder.prompt_evals
+        first = engine.generate(record.args, temperature=0.0)
+        again = engine.generate(record.args, temperature=0.0)  # restored from the KV cache
+        assert decoder.prompt_evals == evals + 1
+        engine.generate(long_args, temperature=0.0)  # another prompt in the cache
+        assert decoder.prompt_evals == evals + 2
+        decoder.reuse_prompt = False
+        fresh = engine.generate(record.args, temperature=0.0)  # evaluated from scratch
+        assert first.raw == again.raw == fresh.raw and first.output is not None
+        # sampled answers: restoring the prompt gives exactly what evaluating it gives
+        drawn = [engine.generate(record.args, seed=7, attempts=3, check=False).raw
+                 for _ in range(2)]
+        decoder.reuse_prompt = True
+        drawn += [engine.generate(record.args, seed=7, attempts=3, check=False).raw
+                  for _ in range(2)]
+        assert len(set(drawn)) == 1
+    finally:
+        unload()

@@ -16,8 +16,8 @@ the `Llama`'s lock.
   the whole item is drawn again from the last checkpoint, a little hotter each time. A
   rollback restores the model's position (the next `eval` drops the later KV cache), the
   saved next-token logits, a copy of the grammar's state and the guide's cursor.
-- The prompt: only the part past what the KV cache already holds is evaluated (an attempt
-  after the first, or a call sharing the previous call's prefix, starts where they part).
+- The prompt is evaluated once per call, not once per attempt: a later attempt (or a call
+  with the same prompt) restores the cached prompt's position and logits (`start`).
 - Budgets: at most `ITEM_REDRAWS` redraws in a row for one item and `ATTEMPT_REDRAWS` in
   all. Past that, an attempt that is not the `last` stops with finish reason "rejected"
   (its answer could no longer pass); the last one keeps the item and finishes unchecked,
@@ -71,16 +71,6 @@ def _clone(grammar: Any, owned: list[Any]) -> Any:
     return copy
 
 
-def cached_prefix(llama: Any, prompt: list[int]) -> int:
-    """How many leading tokens of `prompt` the model's KV cache already holds."""
-    import numpy as np
-
-    past = llama.input_ids[:llama.n_tokens]
-    n = min(len(past), len(prompt))
-    same = past[:n] == np.asarray(prompt[:n], dtype=past.dtype)
-    return n if bool(same.all()) else int(np.argmin(same))
-
-
 class _DeadEnd(Exception):
     """No token is allowed here (the grammar and a number's allowed values disagree)."""
 
@@ -92,6 +82,9 @@ class Decoder:
 
         self.llama = llama
         self.max_tokens = max_tokens
+        self.reuse_prompt = True
+        self.prompt_evals = 0  # full prompt evaluations (the rest reused the KV cache)
+        self._prompt: tuple[list[int], Any] | None = None
         self.vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self.n_vocab = llama.n_vocab()
         self._all = (llama_cpp.llama_token_data * self.n_vocab)()
@@ -198,6 +191,29 @@ class Decoder:
 
     # The loop ----------------------------------------------------------------------------
 
+    def start(self, prompt: list[int]) -> Any:
+        """Put the model right after `prompt` and return the next-token logits. The prompt
+        this decoder evaluated last is not evaluated again while the KV cache still holds
+        it: its position and saved logits are restored, the same state a fresh evaluation
+        gives (evaluating only a changed suffix would not be: llama.cpp's numbers depend
+        on the batch shape, so answers would depend on the call before)."""
+        import numpy as np
+
+        llama = self.llama
+        n = len(prompt)
+        saved = self._prompt
+        if (self.reuse_prompt and saved is not None and saved[0] == prompt
+                and llama.n_tokens >= n
+                and np.array_equal(llama.input_ids[:n], np.asarray(prompt))):
+            llama.n_tokens = n  # the next eval drops the previous answer's KV entries
+            return saved[1].copy()
+        llama.reset()
+        llama.eval(prompt)
+        self.prompt_evals += 1
+        logits = self.logits().copy()
+        self._prompt = (list(prompt), logits.copy())
+        return logits
+
     def run(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
             rng: Any, guide: Guide | None = None, last: bool = True
             ) -> tuple[list[int], str, int]:
@@ -205,10 +221,7 @@ class Decoder:
         import llama_cpp
 
         llama = self.llama
-        keep = min(cached_prefix(llama, prompt), len(prompt) - 1)  # >= 1 token makes logits
-        llama.n_tokens = keep  # the next eval drops the KV cache past the shared prefix
-        llama.eval(prompt[keep:])
-        logits = self.logits()
+        logits = self.start(prompt)
         out: list[int] = []
         owned: list[Any] = []  # grammar clones to free
         item: _Checkpoint | None = None  # after the last item that passed

@@ -13,8 +13,8 @@ teacher's data showed them; for JSON codecs the bounded schema's), so answers al
 and always parse, and decodes the text back into the site's JSON answer. The prompt follows
 the codec's input policy: a call over the site's prompt budget has its list arguments cut to
 their newest items, as training did (`PromptOverBudget` when even that does not fit).
-The part of the prompt already in the model's KV cache (the previous attempt's or the
-previous call's common prefix) is not evaluated again (decode.py). Decoding samples
+A call's prompt is evaluated once, whatever the number of attempts: later attempts restore
+it from the KV cache (decode.py). Decoding samples
 at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
 serialised per `Llama` by a lock.
 
