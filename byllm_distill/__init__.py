@@ -1,11 +1,13 @@
 """byllm-distill: capture what a hosted model answers at each Jac `by llm()` call site.
 
 Importing this package is cheap: no jaclang, byLLM, torch or llama.cpp is loaded until a
-function that needs it runs. In Jac programs capture is automatic (a jaclang plugin);
-Python users of byLLM decorate functions with `byllm_distill.by(model)`.
+function that needs it runs. In Jac programs capture is automatic where jaclang loads
+plugins (0.16.7 does); on a Jac without plugins, wrap the model: `distill(model)`. Python
+users of byLLM decorate functions with `byllm_distill.by(model)`.
 """
 
 from byllm_distill.api import by, flush
+from byllm_distill.attach import distill
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "by", "flush"]
+__all__ = ["__version__", "by", "distill", "flush"]

@@ -21,7 +21,7 @@ def by(model: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             from byllm.mtir import MTIR
             from byllm.plugin import fetch_mtir
 
-            from byllm_distill.plugin import handle_call
+            from byllm_distill.attach import handle_call
 
             invoke_args: dict[int | str, Any] = dict(enumerate(args))
             invoke_args.update(kwargs)

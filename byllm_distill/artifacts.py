@@ -35,6 +35,31 @@ class ArtifactUnavailable(ArtifactError):
     the site is not rolled back for everyone; this machine's calls go to the teacher."""
 
 
+# The version manifest's format. Training writes it; `verify_files`, which every reader
+# (router, engine, evaluation, `try`) passes before a version loads, checks it. Manifests
+# written before the field existed read as format 1.
+MANIFEST_FORMAT = 1
+READABLE_MANIFEST_FORMATS = (1,)
+
+
+def check_manifest_format(manifest: dict[str, Any], where: Any, site: str) -> None:
+    """Refuse a manifest of a format this code does not read, naming it and the fix: a
+    newer one is this machine's problem (an older byllm-distill than the one that trained
+    it, e.g. on another team machine), so `ArtifactUnavailable`; an older one needs a
+    retrain."""
+    found = manifest.get("manifest_format", 1)
+    if found in READABLE_MANIFEST_FORMATS:
+        return
+    if isinstance(found, int) and found > max(READABLE_MANIFEST_FORMATS):
+        raise ArtifactUnavailable(
+            f"{where}: manifest format {found} is newer than this byllm-distill reads "
+            f"(formats {', '.join(map(str, READABLE_MANIFEST_FORMATS))}); upgrade "
+            "byllm-distill on this machine (the teacher answers here until then).")
+    raise ArtifactError(f"{where}: manifest format {found!r} is not one this byllm-distill "
+                        f"reads (formats {', '.join(map(str, READABLE_MANIFEST_FORMATS))}); "
+                        f"retrain with `byllm-distill train {site}`.")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -64,6 +89,7 @@ def verify_files(site: str, folder: Path, manifest: dict[str, Any] | None = None
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{folder / 'manifest.json'} cannot be read ({exc}); retrain "
                                 f"with `byllm-distill train {site}`.") from exc
+    check_manifest_format(manifest, folder / "manifest.json", site)
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{folder / 'manifest.json'} lists no files; retrain with "

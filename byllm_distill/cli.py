@@ -68,6 +68,7 @@ def status(as_json: bool) -> None:
         "store_error": None,
         "dropped": sum(dropped.values()),
         "dropped_by_cause": dropped,
+        "attached": _attached(),
     }
     try:
         store = Store(config.database_url)
@@ -91,7 +92,11 @@ def status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"capture:  {'on' if config.capture else 'off'}")
+    attached = ("the jaclang hook (and any distill()-wrapped model)"
+                if info["attached"]["hook"] else "distill()-wrapped models only")
+    click.echo(f"capture:  {'on' if config.capture else 'off'}; attached through {attached}")
+    if info["attached"]["fix"]:
+        click.echo(f"          warning: {info['attached']['fix']}")
     click.echo(f"data dir: {info['data_dir']}")
     click.echo(f"store:    {info['store']}")
     if info["store_error"]:
@@ -104,6 +109,17 @@ def status(as_json: bool) -> None:
         click.echo(f"  {count:>6}  {cause}")
     for site in info.get("per_site", []):
         click.echo(_site_line(site))
+
+
+def _attached() -> dict[str, Any]:
+    """Whether this environment's jaclang calls byllm-distill's hook (it imports jaclang)."""
+    from byllm_distill.attach import hook_active
+
+    hook = hook_active()
+    return {"hook": hook, "fix": None if hook else (
+        "this jaclang does not call byllm-distill's plugin hook, so only programs that wrap "
+        "their model are captured: `import from byllm_distill { distill }` and "
+        "`glob llm = distill(Model(model_name=...));`")}
 
 
 def _site_line(site: dict[str, Any]) -> str:

@@ -3,7 +3,9 @@
 jaclang's plugin manager calls the implementation registered *last* first, and loads
 entry points in no fixed order. So this module makes sure byLLM's own plugin is
 registered before ours (the loader then skips byLLM's entry point), then registers
-`DistillPlugin`; our `call_llm` / `acall_llm` run first and delegate to the model.
+`DistillPlugin`; our `call_llm` / `acall_llm` run first: `attach.handle_call` captures and
+routes, and delegates to the model (a `distill()`-wrapped model is unwrapped first, so a
+call is captured once when both are in use).
 jaclang loads this module through the `jac` entry point; do not import it before jaclang.
 """
 
@@ -14,28 +16,7 @@ from typing import Any
 import byllm.plugin as byllm_plugin
 from jaclang.jac0core.runtime import hookimpl, plugin_manager
 
-from byllm_distill.capture import get_capture
-from byllm_distill.router import get_router
-
-
-def handle_call(model: Any, mt_run: Any) -> Any:
-    capture = get_capture()
-    if capture is None:
-        return model.invoke(mt_run=mt_run)
-    router = get_router(capture)
-    if router is None:
-        return capture.call(model, mt_run)
-    return router.call(model, mt_run)
-
-
-async def ahandle_call(model: Any, mt_run: Any) -> Any:
-    capture = get_capture()
-    if capture is None:
-        return await model.ainvoke(mt_run=mt_run)
-    router = get_router(capture)
-    if router is None:
-        return await capture.acall(model, mt_run)
-    return await router.acall(model, mt_run)
+from byllm_distill.attach import PLUGIN_NAME, ahandle_call, handle_call
 
 
 class DistillPlugin:
@@ -57,7 +38,7 @@ def register() -> None:
     if not plugin_manager.is_registered(byllm_plugin.JacRuntime):
         plugin_manager.register(byllm_plugin.JacRuntime, name="byllm")
     if not plugin_manager.is_registered(DistillPlugin):
-        plugin_manager.register(DistillPlugin, name="byllm_distill")
+        plugin_manager.register(DistillPlugin, name=PLUGIN_NAME)
 
 
 register()

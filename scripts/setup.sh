@@ -3,7 +3,7 @@
 # .venv with the package installed editable and every extra (training, serving,
 # evaluation, tests, team mode: the PostgreSQL driver and s3fs), plus the system programs
 # some tests drive.
-# Idempotent: re-running is quick unless pyproject.toml changed.
+# Idempotent: re-running is quick unless pyproject.toml or requirements.lock changed.
 # Heavy wheels (torch ~5 GB, llama-cpp-python built once in ~5 min) come from pip's cache
 # after the first install on a machine.
 set -euo pipefail
@@ -29,11 +29,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.byllm-distill-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "setup: installing byllm-distill and its extras into .venv (first time: several minutes)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --progress-bar off -e ".[train,serve,eval,dev,team]"
+    # requirements.lock pins every dependency (pip constraints), so two fresh clones get the
+    # same versions; scripts/refresh_lock.sh moves them forward.
+    .venv/bin/python -m pip install --progress-bar off -c requirements.lock \
+        -e ".[train,serve,eval,dev,team]"
     echo "$want" > "$stamp"
 fi
 # The rating page's browser test drives Debian's Chromium (no browser download).

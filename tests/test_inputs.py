@@ -67,8 +67,9 @@ def _quest_records(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
         kind = done[-1]["kind"] % 3 + 1 if done else 1
         args.append({"self": {"done": list(done), "notes": list(notes)}, "level": level})
         outputs.append({"kind": kind, "target": level + 1})
-        done.append({"kind": kind, "title": f"quest {i} of the long road"})
-        notes.append(f"day {i}: a diary line about the road and the inn")
+        done.append({"kind": kind, "title": f"quest {i} of the long road north, past the lake"})
+        notes.append(f"day {i}: a diary line about the road, the inn, the weather and the "
+                     "long way home")
         if i % 15 == 14:
             done, notes = [], []
     return args, outputs
@@ -143,3 +144,25 @@ def test_a_record_over_the_budget_is_compacted_or_left_out_and_counted(
         encoded = encode(tokenizer, fmt, e, 1024)
         assert not encoded.truncated
     assert ds.manifest["tokens"]["compact_prompt"]["max"] <= budget
+
+
+def test_no_choice_without_signal_or_against_what_the_codec_links(tmp_path: Path,
+                                                                  tokenizer) -> None:
+    rng = random.Random(1)
+    big = [{"state": {"log": [f"entry {j} " * 8 for j in range(rng.randint(5, 12))]},
+            "n": rng.randint(1, 9)} for _ in range(40)]
+    noise = [{"pick": rng.randint(0, 99), "word": rng.choice("abcdefgh")} for _ in big]
+    policy = choose("s", big, noise)  # answers the inputs do not explain: nothing to see
+    assert policy.drop == () and policy.keep_last == {}
+    assert policy.chosen["state"]["proxy"]["note"] == "no signal"
+    copied = [{"state": a["state"], "n": a["n"] + 1} for a in big]
+    assert choose("s", big, copied, linked={"state"}).drop == ()
+    # The RPG map site: its only input is copied into the answer and bounds its lists.
+    ds = build_dataset(_store_of(tmp_path, map_records(40)), SITE, tokenizer=tokenizer)
+    assert ds.codec.inputs.drop == () and ds.codec.inputs.keep_last == {}
+
+
+def _store_of(tmp_path: Path, records: list) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    store.add_records(records)
+    return store

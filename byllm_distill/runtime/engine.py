@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.artifacts import check_manifest_format
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder
 from byllm_distill.runtime.guide import guide_for, student_record
@@ -114,6 +115,7 @@ class StudentSpec:
             raise ArtifactError(f"{path} is missing; {fix}.") from exc
         except ValueError as exc:
             raise ArtifactError(f"{path} is corrupt ({exc}); {fix}.") from exc
+        check_manifest_format(manifest, path, site)
         try:
             serving = manifest["serving"]
             return cls(site=site, folder=Path(folder),

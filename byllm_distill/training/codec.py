@@ -345,6 +345,12 @@ class SiteCodec:
             high = low
         return low, high
 
+    def linked_args(self) -> set[str]:
+        """The argument paths answers are tied to: copied from, or bounding a length or an
+        integer (an input policy must never take these away)."""
+        return ({*self.copies.values()} | {link["arg"] for link in self.lengths.values()}
+                | {rule["arg"] for rule in self.ints.values() if "arg" in rule})
+
     # Storage -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -315,10 +315,14 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         from byllm_distill.training.base_model import load_tokenizer, resolve_base
 
         tokenizer = load_tokenizer(resolve_base(base))
-    policy = choose(site, [r.args for r in taught], [_answer(r) for r in taught],
-                    drop=drop_inputs, keep_last=keep_last, seed=seed)
-    codec = SiteCodec.mine([policy.apply(r.args) for r in taught],
-                           [_answer(r) for r in taught], response_format, enum_names=enum_names)
+    answers = [_answer(r) for r in taught]
+    codec = SiteCodec.mine([r.args for r in taught], answers, response_format,
+                           enum_names=enum_names)
+    policy = choose(site, [r.args for r in taught], answers, drop=drop_inputs,
+                    keep_last=keep_last, seed=seed, linked=codec.linked_args())
+    if policy.drop or policy.keep_last:  # the codec of what the student reads
+        codec = SiteCodec.mine([policy.apply(r.args) for r in taught], answers,
+                               response_format, enum_names=enum_names)
     codec.inputs = policy
     targets = {r.id: codec.encode(_answer(r)) for r in [*taught, *held]}
     target_max = max(count_tokens(tokenizer, t) + 1 for t in targets.values())

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.artifacts import MANIFEST_FORMAT
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
 from byllm_distill.store import Store
@@ -112,6 +113,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
                                workdir=partial)
         manifest = {
             "kind": "student",
+            "manifest_format": MANIFEST_FORMAT,
             "site": site,
             "version": number,
             "fingerprint": dataset.fingerprint,
