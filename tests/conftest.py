@@ -129,3 +129,30 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([str(BIN / "byllm-distill"), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+def stand_in_version(site: str, fingerprint: str) -> int:
+    """A registered version of `site` whose files are a stand-in (routing tests load a
+    stand-in student instead of the GGUF); returns its number."""
+    import json
+
+    from byllm_distill.config import load_config
+    from byllm_distill.registry import SiteRegistry, file_manifest
+
+    registry = SiteRegistry(load_config(), site)
+    with registry.new_version() as (number, folder):
+        (folder / "model.gguf").write_text("stand-in weights")
+        (folder / "manifest.json").write_text(json.dumps(
+            {"fingerprint": fingerprint, "files": file_manifest(folder)}))
+    return number
+
+
+def jac_project(folder: Path, jac_toml: str, source: Path, *names: str) -> Path:
+    """A project folder for a Jac program: `jac.toml` and copies of `names` from `source`."""
+    import shutil
+
+    folder.mkdir(parents=True)
+    (folder / "jac.toml").write_text(jac_toml)
+    for name in names:
+        shutil.copy(source / name, folder / name)
+    return folder

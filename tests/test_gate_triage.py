@@ -12,13 +12,12 @@ and promotes. In shadow mode the program's output is the teacher's, unchanged.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli, run_jac
+from conftest import ROOT, jac_project, run_cli, run_jac
 
 from byllm_distill.config import load_config
 from byllm_distill.registry import SiteRegistry
@@ -69,11 +68,8 @@ def _gate(site_status: dict[str, Any], store: Store, version: int) -> dict[str, 
 
 def test_one_step_student_refused_on_agreement_default_judged_by_its_bounds(
         tmp_path: Path, distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "jac.toml").write_text(JAC_TOML)
-    for name in ("triage.jac", "rule_teacher.py"):
-        shutil.copy(TRIAGE_DIR / name, project / name)
+    project = jac_project(tmp_path / "project", JAC_TOML, TRIAGE_DIR, "triage.jac",
+                          "rule_teacher.py")
     monkeypatch.chdir(project)
     store = Store(load_config().database_url)
     registry = SiteRegistry(load_config(), SITE)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli, run_jac
+from conftest import ROOT, jac_project, run_cli, run_jac
 
 from byllm_distill.config import load_config
 from byllm_distill.registry import SiteRegistry
@@ -64,11 +63,8 @@ def _play(project: Path, n: int, start: int) -> list[str]:
 
 def test_growing_object_state_trains_serves_and_reports_tokens(
         tmp_path: Path, distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "jac.toml").write_text(JAC_TOML)
-    for name in ("quest_log.jac", "quest_teacher.py"):
-        shutil.copy(PROGRAM / name, project / name)
+    project = jac_project(tmp_path / "project", JAC_TOML, PROGRAM, "quest_log.jac",
+                          "quest_teacher.py")
     monkeypatch.chdir(project)
     config = load_config()
     store = Store(config.database_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,12 +11,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import stand_in_version
 
 import byllm_distill
 from byllm_distill import router as router_mod
 from byllm_distill.capture import get_capture
 from byllm_distill.config import load_config
-from byllm_distill.registry import SiteRegistry, file_manifest
+from byllm_distill.registry import SiteRegistry
 from byllm_distill.rpg.corpus import MAP_SITE, generate_corpus, load_program
 from byllm_distill.rpg.teacher import OfflineDesigner
 from byllm_distill.scheduler import due_sites, quiet_now
@@ -78,22 +78,13 @@ def test_due_sites_and_job_queue(distill_home: Path, monkeypatch: pytest.MonkeyP
     assert queue.claim(pid=789).attempts == 2
 
 
-def _stand_in_version(fingerprint: str) -> int:
-    registry = SiteRegistry(load_config(), MAP_SITE)
-    with registry.new_version() as (number, folder):
-        (folder / "model.gguf").write_text("stand-in weights")
-        (folder / "manifest.json").write_text(json.dumps(
-            {"fingerprint": fingerprint, "files": file_manifest(folder)}))
-    return number
-
-
 @pytest.mark.slow
 def test_killing_the_worker_mid_training_leaves_the_active_version_serving(
         distill_home: Path, tmp_path: Path) -> None:
     generate_corpus(runs=8, levels_per_run=5, seed=5, progress=False)
     store = Store(load_config().database_url)
     fingerprint = next(store.iter_records(RecordFilter(site=MAP_SITE))).fingerprint
-    active = _stand_in_version(fingerprint)
+    active = stand_in_version(MAP_SITE, fingerprint)
     registry = SiteRegistry(load_config(), MAP_SITE)
     registry.activate(active, mode="student")
     state_before = registry.state()

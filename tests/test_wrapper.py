@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, run_cli, run_jac
+from conftest import FIXTURES, run_cli, run_jac, stand_in_version
 from test_capture_jac import EXPECTED_STDOUT_LINES, program_lines
 
 import byllm_distill
@@ -23,7 +23,7 @@ from byllm_distill import router as router_mod
 from byllm_distill.attach import DistilledModel, attachment, distill, unwrap
 from byllm_distill.capture import get_capture
 from byllm_distill.config import load_config
-from byllm_distill.registry import SiteRegistry, file_manifest
+from byllm_distill.registry import SiteRegistry
 from byllm_distill.rpg.corpus import MAP_SITE, load_program
 from byllm_distill.rpg.teacher import OfflineDesigner
 from byllm_distill.store import RecordFilter, Store
@@ -130,15 +130,6 @@ def _install_router(students: dict[int, Any]) -> None:
         capture, capture.config, student_loader=lambda site, version: students[version.number])
 
 
-def _version(fingerprint: str) -> int:
-    registry = SiteRegistry(load_config(), MAP_SITE)
-    with registry.new_version() as (number, folder):
-        (folder / "model.gguf").write_text("stand-in weights")
-        (folder / "manifest.json").write_text(json.dumps(
-            {"fingerprint": fingerprint, "files": file_manifest(folder)}))
-    return number
-
-
 class BrokenDesigner(OfflineDesigner):
     def answer(self, mt_run: Any) -> str:
         data = json.loads(super().answer(mt_run))
@@ -155,7 +146,7 @@ def test_wrapped_program_routes_without_the_hook(distill_home: Path, without_hoo
     byllm_distill.flush()
     (first,) = store.iter_records(RecordFilter(site=MAP_SITE))
     assert first.source == "teacher"  # captured through the wrapper alone
-    version = _version(first.fingerprint)
+    version = stand_in_version(MAP_SITE, first.fingerprint)
     registry = SiteRegistry(load_config(), MAP_SITE)
 
     _install_router({version: OfflineDesigner(model_name="stand-in-student")})
