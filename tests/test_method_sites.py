@@ -34,7 +34,7 @@ name = "quest_log"
 retrain_after = 30
 exit_wait = 600
 """
-LINE = re.compile(r"^\w+ [a-z]+ (FETCH|SLAY|ESCORT) L\d+ -> -?\d+ gold, .*$")
+LINE = re.compile(r"^.* (FETCH|SLAY|ESCORT) L-?\d+ -> -?\d+ gold, .*$")  # any title, any item
 sys.path.insert(0, str(PROGRAM))
 from quest_teacher import KINDS, REGIONS, next_quest, reward_for  # noqa: E402
 
