@@ -334,16 +334,6 @@ class Engine:
         record = student_record(self.spec.site, args, self.spec.response_format, output)
         return all(v.passed for v in validators.validate(record))
 
-    def answer(self, args: dict[str, Any]) -> tuple[Any, float]:
-        """(decoded answer, latency in ms). Raises `ValueError` when the answer does not
-        decode (cut off at max_tokens)."""
-        generation = self.generate(args)
-        if generation.output is None:
-            why = ("its items kept failing the site's checks"
-                   if generation.finish_reason == "rejected" else "it does not decode")
-            raise ValueError(f"no usable student answer, {why}: {generation.raw[:200]!r}")
-        return generation.output, generation.seconds * 1000.0
-
 
 def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
     import llama_cpp

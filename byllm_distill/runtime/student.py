@@ -9,9 +9,8 @@ retry rules apply exactly as for a hosted model. A student refuses calls from an
 calls with tools and streaming calls; those belong to the teacher.
 
 Build one with `student_model(site)` (the registry's active version, else the newest) or
-`StudentLLM(model_name=..., config={"site": ..., "folder": ...})`; `load_student(site,
-version)` gives the bare engine for evaluation. Importing this module imports jaclang and
-byLLM.
+`StudentLLM(model_name=..., config={"site": ..., "folder": ...})`. Importing this module
+imports jaclang and byLLM.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from byllm.types import CompletionResult  # noqa: E402
 
 from byllm_distill.capture import args_json, note_response  # noqa: E402
 from byllm_distill.errors import DistillError  # noqa: E402
-from byllm_distill.registry import Version  # noqa: E402
 from byllm_distill.runtime.engine import Engine, engine_for  # noqa: E402
 from byllm_distill.sites import describe  # noqa: E402
 
@@ -90,8 +88,3 @@ def student_model(site: str, version: int | None = None, data_dir: Path | None =
     label = f"v{version}" if version is not None else (Path(folder).name if folder else "active")
     return StudentLLM(model_name=f"student:{site}@{label}", config=config)
 
-
-def load_student(site: str, version: Version) -> Engine:
-    """The loaded engine of a registry version: `answer(args) -> (output, latency_ms)` is
-    what evaluation calls; `generate(args)` gives the raw text and token counts."""
-    return engine_for(site, folder=version.path, version=version.number)
