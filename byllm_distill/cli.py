@@ -113,13 +113,10 @@ def status(as_json: bool) -> None:
 
 def _attached() -> dict[str, Any]:
     """Whether this environment's jaclang calls byllm-distill's hook (it imports jaclang)."""
-    from byllm_distill.attach import hook_active
+    from byllm_distill.attach import attachment
 
-    hook = hook_active()
-    return {"hook": hook, "fix": None if hook else (
-        "this jaclang does not call byllm-distill's plugin hook, so only programs that wrap "
-        "their model are captured: `import from byllm_distill { distill }` and "
-        "`glob llm = distill(Model(model_name=...));`")}
+    attached = attachment()
+    return {"hook": attached["hook"], "fix": attached["fix"]}
 
 
 def _site_line(site: dict[str, Any]) -> str:

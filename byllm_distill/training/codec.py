@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byllm_distill.serialize import dumps_canonical
-from byllm_distill.training.inputs import InputPolicy
+from byllm_distill.training.inputs import InputPolicy, get_path
 from byllm_distill.training.schema import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LENGTH,
@@ -155,12 +155,7 @@ def values_at(value: Any, path: str) -> list[Any]:
 
 def arg_value(args: dict[str, Any], path: str) -> Any:
     """The argument at a `/`-separated path of object keys, or None."""
-    value: Any = args
-    for part in path.split("/"):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+    return get_path(args, path)
 
 
 ENUM_NAMES = re.compile(r"names are \[([^\]]*)\]")

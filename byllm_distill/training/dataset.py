@@ -50,7 +50,7 @@ from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
 from byllm_distill.training.codec import SiteCodec
-from byllm_distill.training.inputs import choose
+from byllm_distill.training.inputs import choose, leaf_similarity
 
 FORMAT_VERSION = 3  # 3: the input policy (what the budget did to each record)
 DEFAULT_MAX_LENGTH = 1024  # the trainer's default tokens per example
@@ -418,19 +418,7 @@ def load_dataset(folder: Path) -> Dataset:
 
 def args_similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
     """0..1: shared leaves weighted by closeness (numbers by relative difference)."""
-    la, lb = leaves(a), leaves(b)
-    keys = set(la) | set(lb)
-    if not keys:
-        return 1.0
-    score = 0.0
-    for key in keys & set(lb) & set(la):
-        x, y = la[key], lb[key]
-        if x == y:
-            score += 1.0
-        elif isinstance(x, int | float) and isinstance(y, int | float) and not isinstance(
-                x, bool) and not isinstance(y, bool):
-            score += 1.0 - min(1.0, abs(x - y) / max(abs(x), abs(y), 1e-9))
-    return score / len(keys)
+    return leaf_similarity(leaves(a), leaves(b))
 
 
 def nearest_record(store: Store, site: str, args: dict[str, Any]) -> tuple[Record, float] | None:

@@ -57,6 +57,7 @@ KEEP_CHOICES = (1, 3)
 
 
 def get_path(value: Any, path: str) -> Any:
+    """The value at a `/`-separated path of object keys, or None."""
     for part in path.split("/"):
         if not isinstance(value, dict) or part not in value:
             return None
@@ -212,7 +213,9 @@ def _features(value: Any, path: str = "", out: dict[str, Any] | None = None) -> 
     return out
 
 
-def _similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
+def leaf_similarity(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """0..1 between two {path: leaf} maps: shared leaves weighted by closeness (numbers
+    by relative difference)."""
     keys = a.keys() | b.keys()
     if not keys:
         return 1.0
@@ -243,7 +246,7 @@ def proxy_agreement(args: list[dict[str, Any]], outputs: list[Any]) -> list[dict
         best, best_j = -1.0, -1
         for j, other in enumerate(feats):
             if j != i:
-                score = _similarity(mine, other)
+                score = leaf_similarity(mine, other)
                 if score > best:
                     best, best_j = score, j
         out.append(_field_agreement(outputs[i], outputs[best_j] if best_j >= 0 else None))
