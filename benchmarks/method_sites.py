@@ -66,6 +66,7 @@ def main() -> None:
 
 
 def report_tokens(calls: int) -> tuple[list[int], int]:
+    from byllm_distill.codec.inputs import InputPolicy
     from byllm_distill.config import load_config
     from byllm_distill.store import RecordFilter, Store
     from byllm_distill.training.base_model import load_tokenizer, resolve_base
@@ -76,7 +77,6 @@ def report_tokens(calls: int) -> tuple[list[int], int]:
         prompt_format,
         render_prompt,
     )
-    from byllm_distill.training.inputs import InputPolicy
     from byllm_distill.training.pipeline import serving_section
 
     store = Store(load_config().database_url)

@@ -184,7 +184,7 @@ def register(main: click.Group) -> None:
     @click.option("--runs", default=40, show_default=True, help="Corpus runs (5 levels each).")
     @click.option("--steps", type=int,
                   help="LoRA training steps per site (default: the trainer's budget).")
-    @click.option("--shadow-runs", default=4, show_default=True,
+    @click.option("--shadow-runs", default=6, show_default=True,
                   help="Runs in shadow mode before the gate decides.")
     @click.option("--serve-runs", default=2, show_default=True, help="Runs served afterwards.")
     @click.option("--seed", default=0, show_default=True)

@@ -82,7 +82,6 @@ def register(main: click.Group) -> None:
         counts, tokens = ds.manifest["counts"], ds.manifest["tokens"]
         click.echo(f"{site}: {counts['train']} train, {counts['heldout']} held-out "
                    f"({counts['records']} records, {counts['duplicates']} duplicates, "
-                   f"{counts['overlap_dropped']} dropped as held-out overlap, "
                    f"{counts['other_fingerprints']} from older contracts)")
         inputs = ds.manifest["inputs"]
         click.echo(f"inputs: {inputs['policy']}; {counts['compacted']} record(s) compacted "

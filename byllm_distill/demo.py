@@ -47,7 +47,7 @@ class DemoOptions:
     runs: int = 40
     levels_per_run: int = 5
     steps: int | None = None  # None: the trainer's default budget
-    shadow_runs: int = 4
+    shadow_runs: int = 6  # the gate is asked after each shadow answer: n grows with runs
     serve_runs: int = 2
     seed: int = 0
     teacher_errors: float = 0.0  # simulated teacher mistakes (rpg/mistakes.py)

@@ -33,7 +33,7 @@ from byllm_distill.config import DistillConfig
 from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
 from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.scheduler import due_sites, quiet_now, retry_info
-from byllm_distill.store import RecordFilter, Store
+from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.events import log_event, site_events
 from byllm_distill.store.jobs import Job, JobQueue
 
@@ -43,14 +43,19 @@ HEARTBEAT_S = 5.0
 
 def evaluate_heldout(store: Store, site: str, version: Version,
                      progress: Callable[[int, int], None] | None = None) -> GateResult | None:
-    """Answer each held-out teacher input with `version`; store the scored `eval` records
-    (validators + agreement with the teacher) and summarise them."""
+    """Answer each held-out teacher input once with `version`; store the scored `eval`
+    records (validators + agreement with the teacher) and summarise them. An input the
+    teacher was asked several times is answered once: the gate's bounds count independent
+    inputs, and the teacher's other answers to it are its repeats."""
     from byllm_distill.evaluation.pairing import answer_with_student
     from byllm_distill.evaluation.run import engine_loader, student_label
     from byllm_distill.runtime.engine import unload
 
     ids = version.manifest.get("dataset", {}).get("heldout_ids") or []
-    teacher = list(store.iter_records(RecordFilter(ids=ids), with_verdicts=False))
+    first: dict[str, Record] = {}
+    for record in store.iter_records(RecordFilter(ids=ids), with_verdicts=False):
+        first.setdefault(record.input_key(), record)
+    teacher = list(first.values())
     if not teacher:
         return None
     answer = engine_loader(site, version)
@@ -162,7 +167,7 @@ def _roll_back(store: Store, registry: SiteRegistry, version: int,
 def promote_manually(store: Store, registry: SiteRegistry, version: int | None,
                      mode: str = "student") -> SiteState:
     """`byllm-distill promote`: activate `version` (default: the newest), skipping the gate."""
-    version = registry.newest() if version is None else version
+    version = registry.resolve(version, default="newest").number
     state = registry.activate(version, mode=mode)
     log_event(store, registry.site, "promoted", version, manual=True, mode=mode)
     return state

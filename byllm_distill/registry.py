@@ -188,6 +188,14 @@ class SiteRegistry:
                                 f"`byllm-distill train {self.site}`.")
         return versions[-1].number
 
+    def resolve(self, number: int | None = None, default: str = "active") -> Version:
+        """The one way every reader picks a version: `number`, else the active version (or
+        the newest when none is active), or with `default="newest"` the newest; its files
+        verified. `NotFoundError` (saying how to train) when the site has none."""
+        if number is None and default == "active":
+            number = self.state().active
+        return self.verify(self.newest() if number is None else number)
+
     @contextmanager
     def new_version(self) -> Iterator[tuple[int, Path]]:
         """Yield `(number, partial folder)`; the caller writes `manifest.json` into it last.

@@ -11,10 +11,10 @@ import json
 import random
 from pathlib import Path
 
+from byllm_distill.codec.site import SiteCodec
 from byllm_distill.rpg.checks import check_map
 from byllm_distill.rpg.generator import design_level, design_map
 from byllm_distill.store import Record
-from byllm_distill.training.codec import SiteCodec
 
 SITE = "rpg.create_next_map"
 FINGERPRINT = "test-map-contract"

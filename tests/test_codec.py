@@ -13,8 +13,9 @@ from importlib.resources import files
 import pytest
 from student_records import map_codec, map_records
 
-from byllm_distill.training.codec import SiteCodec, UnsupportedSchema, inline_schema
-from byllm_distill.training.grammar import call_grammar, int_pattern
+from byllm_distill.codec.grammar import call_grammar, int_pattern
+from byllm_distill.codec.paths import UnsupportedSchema, inline_schema
+from byllm_distill.codec.site import SiteCodec
 
 
 @pytest.fixture(scope="module")

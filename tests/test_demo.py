@@ -58,12 +58,10 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert again.returncode != 0 and "not a demo folder" in again.stdout + again.stderr
 
 
-def test_demo_default_budget_both_sites_judged_map_promoted(tmp_path: Path) -> None:
-    """The README's first command as is (~15 min here): both sites are trained with the
-    default budget and judged by the default gate. The map student clears every criterion
-    and serves; the level student is promoted only if it does too (on this budget it
-    misses on the derived countdown, see the README), and either way serves the serving
-    step, pinned if it was refused."""
+def test_demo_default_budget_promotes_both_sites_by_the_gate(tmp_path: Path) -> None:
+    """The README's first command as is (~19 min here): both sites are trained with the
+    default budget, judged by the default gate, promoted by it (no pin, no manual step)
+    and then serve the serving step from their students."""
     home = tmp_path / "demo"
     result = run_cli("demo", "--home", str(home), timeout=3000)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -74,6 +72,7 @@ def test_demo_default_budget_both_sites_judged_map_promoted(tmp_path: Path) -> N
     state = SiteRegistry.at(home, MAP_SITE).state()
     assert state.mode == "student" and state.active == 1 and state.pinned is None
     (promoted,) = site_events(store, MAP_SITE, kinds=("promoted",))
+    assert not promoted.details.get("manual")
     criteria = {c["name"]: c for c in promoted.details["criteria"]}
     for name in ("validity", "agreement:level", "fidelity:json_values", "fidelity:rpg_patterns",
                  "fidelity:rpg_diversity"):
@@ -84,15 +83,18 @@ def test_demo_default_budget_both_sites_judged_map_promoted(tmp_path: Path) -> N
     assert criteria["agreement:walls"]["baseline"] is not None
 
     level = SiteRegistry.at(home, LEVEL_SITE).state()
-    decisions = site_events(store, LEVEL_SITE, kinds=("promoted", "gate_refused"))
-    assert decisions, "the gate judged the level site"
-    promoted = any(e.kind == "promoted" for e in decisions)
-    assert (level.mode == "student") == promoted and level.pinned is None
-    final = decisions[-1].details["criteria"]
-    assert {"agreement:width", "agreement:time_countdown"} <= {c["name"] for c in final}
-    assert next(c for c in final if c["name"] == "agreement:name")["passed"] is None
-    if not promoted:
-        assert "why: agreement:" in out and f"pin {LEVEL_SITE} 1" in out
+    assert f"{LEVEL_SITE} is now in student mode" in out, out
+    assert level.mode == "student" and level.active == 1 and level.pinned is None
+    (decided,) = site_events(store, LEVEL_SITE, kinds=("promoted",))
+    assert not decided.details.get("manual")
+    criteria = {c["name"]: c for c in decided.details["criteria"]}
+    # The derived numbers are judged by exact agreement with the teacher, with bounds.
+    for name in ("validity", "agreement:width", "agreement:difficulty",
+                 "agreement:time_countdown", "agreement:n_retries_allowed"):
+        assert criteria[name]["passed"] is True and criteria[name]["bound"] is not None, \
+            criteria[name]
+    assert criteria["agreement:name"]["passed"] is None  # the teacher names levels freely
+    assert "pin " not in out.split("[4/5]")[1], out  # nothing pinned for the serving step
     for site in (LEVEL_SITE, MAP_SITE):  # 2 serve runs x 5 levels, each site by its student
         assert store.count(RecordFilter(site=site, source="student")) >= 10
         assert f"      {site}" in out.split("[5/5]")[1]

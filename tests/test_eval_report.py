@@ -258,7 +258,7 @@ def _stand_in_version(site: str) -> int:
 def test_eval_command_without_a_student_says_how_to_train() -> None:
     result = CliRunner().invoke(main, ["eval", MAP_SITE])
     assert result.exit_code == 1
-    assert (f"no trained student for {MAP_SITE}; run `byllm-distill train {MAP_SITE}`"
+    assert (f"{MAP_SITE} has no trained student; run `byllm-distill train {MAP_SITE}`"
             in result.output)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from student_records import RESPONSE_FORMAT, SITE, map_codec, map_records
 
+from byllm_distill.codec.site import SiteCodec
 from byllm_distill.rpg.checks import check_map
 from byllm_distill.runtime.guide import Guide, guide_for, prefix_check
-from byllm_distill.training.codec import SiteCodec
 
 
 @pytest.fixture(scope="module")

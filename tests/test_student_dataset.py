@@ -10,6 +10,13 @@ from pathlib import Path
 import pytest
 from student_records import FINGERPRINT, SITE, map_records
 
+from byllm_distill.codec.schema import (
+    UNBOUNDED,
+    bounded_schema,
+    max_json_chars,
+    ordered,
+    response_schema,
+)
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import new_record_id
 from byllm_distill.training import TrainingError
@@ -17,14 +24,6 @@ from byllm_distill.training.dataset import (
     build_dataset,
     load_dataset,
     prompt_format,
-    split_of,
-)
-from byllm_distill.training.schema import (
-    UNBOUNDED,
-    bounded_schema,
-    max_json_chars,
-    ordered,
-    response_schema,
 )
 
 
@@ -126,18 +125,27 @@ def test_split_is_deterministic_disjoint_and_stable(tmp_path: Path, tokenizer) -
     assert other.manifest["record_ids"]["heldout"] != grown.manifest["record_ids"]["heldout"]
 
 
-def test_heldout_inputs_never_reach_training(tmp_path: Path, tokenizer) -> None:
+def test_split_follows_the_input_so_a_repeated_input_is_never_on_both_sides(
+        tmp_path: Path, tokenizer) -> None:
     records = map_records(12)
-    while not any(split_of(r.id, 0, 0.2) == "heldout" for r in records):
-        records = [replace(r, id=new_record_id()) for r in records]  # ids are random
-    held = next(r for r in records if split_of(r.id, 0, 0.2) == "heldout")
-    train_id = next(i for i in iter(new_record_id, None) if split_of(i, 0, 0.2) == "train")
-    other_answer = replace(map_records(1, seed=99)[0], id=train_id, args=held.args)
-    ds = build_dataset(_store(tmp_path, [*records, other_answer]), SITE, tokenizer=tokenizer)
-    assert ds.manifest["record_ids"]["overlap_dropped"] == [train_id]
-    assert held.id in ds.manifest["record_ids"]["heldout"]
+    # The same inputs asked again (new ids, other answers): each lands beside its first.
+    again = [replace(a, id=new_record_id(), output=b.output, output_raw=b.output_raw)
+             for a, b in zip(records, map_records(12, seed=99), strict=True)]
+    ds = build_dataset(_store(tmp_path, [*records, *again]), SITE, tokenizer=tokenizer)
+    ids = ds.manifest["record_ids"]
+    assert ids["heldout"], "12 inputs at the default 20% should hold some out"
+    for first, second in zip(records, again, strict=True):
+        side = "heldout" if first.id in ids["heldout"] else "train"
+        assert first.id in ids[side] and second.id in ids[side]
     heldout_prompts = {e.prompt for e in ds.heldout}
     assert not any(e.prompt in heldout_prompts for e in ds.train)
+    # The same corpus captured again (fresh ids) is split the same way.
+    fresh = [replace(r, id=new_record_id()) for r in records]
+    (tmp_path / "b").mkdir()
+    other = build_dataset(_store(tmp_path / "b", fresh), SITE, tokenizer=tokenizer)
+    held_inputs = {r.input_hash() for r in records if r.id in ids["heldout"]}
+    assert {r.input_hash() for r in fresh
+            if r.id in other.manifest["record_ids"]["heldout"]} == held_inputs
 
 
 def test_manifest_and_jsonl_export(tmp_path: Path, tokenizer) -> None:

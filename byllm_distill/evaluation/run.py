@@ -50,15 +50,6 @@ class EvalOutcome:
     answered: int  # held-out inputs the student answered in this run (the rest were reused)
 
 
-def resolve_version(data_dir: Path, site: str, version: int | None = None) -> Version:
-    """The version to evaluate, its files checked against its manifest."""
-    registry = SiteRegistry.at(data_dir, site)
-    versions = registry.versions()
-    if not versions:
-        raise NotFoundError(f"no trained student for {site}; run `byllm-distill train {site}`.")
-    return registry.verify(version or registry.state().active or versions[-1].number)
-
-
 def student_label(site: str, version: Version) -> str:
     """The model name evaluation records carry, as the worker's held-out evaluation does."""
     return f"student:{site}@v{version.number}"
@@ -125,7 +116,7 @@ def evaluate_site(store: Store, data_dir: Path, site: str, version: int | None =
                                 f"{site}; drop --student-records to run the student.")
         label = ", ".join(sorted({r.model for r in students}))
     else:
-        resolved = resolve_version(data_dir, site, version)
+        resolved = SiteRegistry.at(data_dir, site).resolve(version)
         label = student_label(site, resolved)
         train, heldout = eval_set(store, site, resolved, limit)
         stored = list(store.iter_records(RecordFilter(site=site, source="eval",

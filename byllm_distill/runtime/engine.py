@@ -7,8 +7,8 @@ the manifest carries. Only a fully loaded engine enters the cache: a missing, ch
 corrupt file raises `ArtifactError` naming the file and the fix, and the cache holds
 nothing for that site afterwards. `Engine.generate(args)` builds the prompt with the
 version's codec and prompt format (so inference sees the text training saw, see
-`training/codec.py`), decodes under a grammar (for tuple codecs one built for this call's
-arguments by `training/grammar.py`: exact item counts and coordinate ranges where the
+`codec/site.py`), decodes under a grammar (for tuple codecs one built for this call's
+arguments by `codec/grammar.py`: exact item counts and coordinate ranges where the
 teacher's data showed them; for JSON codecs the bounded schema's), so answers always end
 and always parse, and decodes the text back into the site's JSON answer. The prompt follows
 the codec's input policy: a call over the site's prompt budget has its list arguments cut to
@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.artifacts import check_manifest_format
+from byllm_distill.codec.grammar import call_grammar
+from byllm_distill.codec.site import SiteCodec
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder
 from byllm_distill.runtime.guide import guide_for, student_record
-from byllm_distill.training.codec import SiteCodec
-from byllm_distill.training.grammar import call_grammar
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
@@ -342,16 +342,6 @@ def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
         llama_cpp.llama_sampler_free(samplers.popitem()[1])
 
 
-def resolve_version(site: str, data_dir: Path, version: int | None = None) -> tuple[int, Path]:
-    """The version to serve: `version`, else the active one, else the newest."""
-    registry = SiteRegistry.at(Path(data_dir), site)
-    if version is None:
-        version = registry.state().active
-    if version is None:
-        version = registry.newest()
-    return version, registry.version(version).path
-
-
 def engine_for(site: str, data_dir: Path | None = None, version: int | None = None,
                folder: Path | None = None) -> Engine:
     """The site's loaded engine (see the module docstring). Give `folder` to serve a version
@@ -368,9 +358,11 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
                 from byllm_distill.config import load_config
 
                 data_dir = load_config().data_dir
-            version, folder = resolve_version(site, data_dir, version)
+            resolved = SiteRegistry.at(Path(data_dir), site).resolve(version)  # verified
+            version, folder = resolved.number, resolved.path
+        else:
+            verify_files(site, Path(folder))
         spec = StudentSpec.from_folder(site, folder, version)
-        verify_files(site, spec.folder)
         llama, lock = _load_llama(spec)
         try:
             engine = Engine(spec, llama, lock)

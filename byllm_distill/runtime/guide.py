@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from byllm_distill.training.codec import SiteCodec
+from byllm_distill.codec.site import SiteCodec
 
 if TYPE_CHECKING:
     from byllm_distill.store.record import Record

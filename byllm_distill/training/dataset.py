@@ -4,7 +4,7 @@ Contract. `build_dataset(store, site, ...)` reads the site's successful records 
 whose every validator passed when `filtered`, the default) of one contract fingerprint (the
 newest, unless told), and makes one example per record:
 
-- prompt and target: written by the site's codec (`codec.py`), mined from the training
+- prompt and target: written by the site's codec (`codec/site.py`), mined from the training
   records: the arguments as JSON without the key names that never change, and the answer
   as compact value lists (or compact JSON, or text), leaving out fields copied from the
   arguments. The codec goes into the manifest; serving reads and writes through it, so
@@ -21,14 +21,18 @@ newest, unless told), and makes one example per record:
   inserting their default persona), the compact prompt as the user turn, and the target as
   the assistant turn.
 
-Examples are deduplicated on (arguments, output), keeping the oldest record. Each remaining
-record goes to the held-out split when `sha256(f"{seed}:{record_id}")` falls below
-`holdout`, so a record's split never changes as records are added. A training example whose
-arguments also appear in the held-out split is dropped, so held-out scores never measure
-memorisation. The manifest lists the record ids of every split and of what was dropped,
-the options, counts, a content hash, and token statistics (teacher prompt through the base
-model's chat template versus the compact prompt). `Dataset.write(dir)` exports
-`train.jsonl` and `heldout.jsonl` (`{"messages": [...]}` per line, in manifest id order)
+Examples are deduplicated on (arguments, output), keeping the oldest record. The split
+follows the call's input, not the record: every record of one input goes to the held-out
+split when `sha256(f"{seed}:{input_hash}")` falls below `holdout` (`Record.input_hash`:
+the site and the canonical arguments), so a record's split never changes as records are
+added, one corpus always gives the same split, and no input is both trained on and held
+out (held-out scores never measure memorisation). Splitting by record instead would drop
+every record of an input that repeats (the first level of a run is asked with the same
+arguments in every run) from training whenever one of its records was held out. The
+manifest lists the record ids of every split and of what was dropped, the options, counts,
+a content hash, and token statistics (teacher prompt through the base model's chat
+template versus the compact prompt). `Dataset.write(dir)` exports `train.jsonl` and
+`heldout.jsonl` (`{"messages": [...]}` per line, in manifest id order)
 and `manifest.json`; the folder appears complete or not at all.
 """
 
@@ -45,14 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.agreement import leaves
+from byllm_distill.codec.site import SiteCodec
 from byllm_distill.serialize import dumps_canonical
 from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
-from byllm_distill.training.codec import SiteCodec
 from byllm_distill.training.inputs import choose, leaf_similarity
 
-FORMAT_VERSION = 3  # 3: the input policy (what the budget did to each record)
+FORMAT_VERSION = 4  # 3: the input policy (what the budget did to each record); 4: split by input
 DEFAULT_MAX_LENGTH = 1024  # the trainer's default tokens per example
 SYSTEM_PROMPT = ""
 _SENTINEL = "\u2063BYLLM_DISTILL_PROMPT\u2063"
@@ -108,9 +112,10 @@ class Dataset:
         return out_dir
 
 
-def split_of(record_id: str, seed: int, holdout: float) -> str:
-    """"heldout" or "train", from a hash of the record id alone (stable as data grows)."""
-    digest = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
+def split_of(input_hash: str, seed: int, holdout: float) -> str:
+    """"heldout" or "train", from a hash of the call's input alone (`Record.input_hash`;
+    stable as data grows, the same for every record of one input)."""
+    digest = hashlib.sha256(f"{seed}:{input_hash}".encode()).digest()
     return "heldout" if int.from_bytes(digest[:8], "big") / 2**64 < holdout else "train"
 
 
@@ -298,16 +303,8 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
     if not n_current:
         raise TrainingError(f"no records of contract {fingerprint!r} for call site {site!r}; "
                             "see the contracts with `byllm-distill sites`.")
-    held = [r for r in kept.values() if split_of(r.id, seed, holdout) == "heldout"]
-    held_args = {dumps_canonical(r.args) for r in held}
-    taught, overlap = [], []
-    for record in kept.values():
-        if split_of(record.id, seed, holdout) == "heldout":
-            continue
-        if dumps_canonical(record.args) in held_args:
-            overlap.append(record.id)
-        else:
-            taught.append(record)
+    held = [r for r in kept.values() if split_of(r.input_hash(), seed, holdout) == "heldout"]
+    taught = [r for r in kept.values() if split_of(r.input_hash(), seed, holdout) == "train"]
     if not taught:
         raise TrainingError(f"all {len(kept)} usable records of {site!r} fell in the held-out "
                             "split; capture more calls or lower --holdout.")
@@ -359,19 +356,19 @@ def build_dataset(store: Store, site: str, filtered: bool = True, holdout: float
         "created_at": utc_now(),
         "options": {"filtered": filtered, "holdout": holdout, "seed": seed,
                     "fingerprint": fingerprint, "enum_names": enum_names},
-        "prompt": {"compact": "the arguments as JSON, fixed key sets elided (codec.py)",
+        "prompt": {"compact": "the arguments as JSON, fixed key sets elided (codec/site.py)",
                    "system": SYSTEM_PROMPT},
         "target": {"text": "raw string", "json": "compact JSON, keys in grammar order",
                    "tuple": "value lists in schema order, copied fields left out"}[codec.mode],
         "codec": codec.to_dict(),
         "counts": {"records": n_records, "other_fingerprints": n_records - n_current,
                    "no_output": len(no_output), "duplicates": len(duplicates),
-                   "overlap_dropped": len(overlap), "compacted": len(fitted["compacted"]),
+                   "compacted": len(fitted["compacted"]),
                    "over_budget": len(fitted["over_budget"]), "train": len(train),
                    "heldout": len(heldout)},
         "record_ids": {"train": [e.record_id for e in train],
                        "heldout": [e.record_id for e in heldout],
-                       "duplicates": duplicates, "overlap_dropped": overlap,
+                       "duplicates": duplicates,
                        "no_output": no_output, **fitted},
         "content_sha256": content,
         "inputs": {"policy": policy.describe(), "budget": policy.budget,

@@ -9,7 +9,7 @@ not after the training run.
 
 The manifest's `serving` section is everything the runtime needs: the prompt format the
 tokenizer produced, the site's codec (prompt and answer forms, and the limits the per-call
-grammar applies, see codec.py), the response format (for the validators that check each
+grammar applies, see codec/site.py), the response format (for the validators that check each
 answer), `max_tokens` (2 × the longest training answer + 64, or less when a JSON-mode
 bounded schema admits nothing longer), `n_ctx` (the site's prompt budget plus
 `max_tokens`), the sampling defaults and the number of
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.artifacts import MANIFEST_FORMAT
+from byllm_distill.codec.schema import max_json_chars
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
 from byllm_distill.store import Store
@@ -38,7 +39,6 @@ from byllm_distill.training.export import (
     converter_ready,
     export_gguf,
 )
-from byllm_distill.training.schema import max_json_chars
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
 
 DEFAULT_MAX_TOKENS = 1024

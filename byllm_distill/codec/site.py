@@ -36,13 +36,23 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from byllm_distill.serialize import dumps_canonical
-from byllm_distill.training.inputs import InputPolicy, get_path
-from byllm_distill.training.schema import (
+from byllm_distill.codec.inputs import InputPolicy
+from byllm_distill.codec.paths import (
+    UnsupportedSchema,
+    arg_leaves,
+    arg_value,
+    field_order,
+    inline_schema,
+    is_int,
+    join_path,
+    objects_by_path,
+    values_at,
+    walk_schema,
+)
+from byllm_distill.codec.schema import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_LENGTH,
     bounded_schema,
@@ -50,6 +60,7 @@ from byllm_distill.training.schema import (
     response_schema,
     target_text,
 )
+from byllm_distill.serialize import dumps_canonical
 
 CODEC_VERSION = 4
 # Versions this code reads: 3 added enum names, 4 the input policy (an older codec has
@@ -59,148 +70,6 @@ READABLE_VERSIONS = (2, 3, 4)
 MIN_EVIDENCE = 5
 # An array length may follow an argument within a band this wide (e.g. walls ±1).
 MAX_LENGTH_BAND = 2
-SCALARS = ("string", "integer", "number", "boolean", "null")
-
-
-class UnsupportedSchema(ValueError):
-    """The output schema has a part the tuple form cannot express; use JSON mode."""
-
-
-def join_path(path: str, part: str) -> str:
-    return f"{path}/{part}" if path else part
-
-
-def inline_schema(schema: dict[str, Any], enum_names: bool = True) -> dict[str, Any]:
-    """`schema` with every `$ref` replaced by its target and only the keys a codec needs;
-    raises `UnsupportedSchema` for unions, optional fields, free-form or recursive parts."""
-    return _inline(schema, schema, (), enum_names)
-
-
-def _inline(node: dict[str, Any], root: dict[str, Any], refs: tuple[str, ...],
-            enum_names: bool = True) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        if ref in refs or not ref.startswith("#/"):
-            raise UnsupportedSchema(f"recursive or external reference {ref}")
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part) if isinstance(target, dict) else None
-        if not isinstance(target, dict):
-            raise UnsupportedSchema(f"unresolvable reference {ref}")
-        return _inline(target, root, (*refs, ref), enum_names)
-    if any(key in node for key in ("anyOf", "oneOf", "allOf")):
-        raise UnsupportedSchema("a union type")
-    if "const" in node:
-        return {"enum": [node["const"]]}
-    if isinstance(node.get("enum"), list):
-        values = list(node["enum"])
-        names = member_names(node) if enum_names else None
-        # A student writes a Jac enum by its member names (the names carry the meaning the
-        # base model already knows: "URGENT", not 4); the answer keeps the values.
-        return {"enum": names, "values": values} if names else {"enum": values}
-    kind = node.get("type")
-    if kind == "object":
-        props = node.get("properties")
-        if not isinstance(props, dict) or not props:
-            raise UnsupportedSchema("an object without declared properties")
-        if set(node.get("required", [])) != set(props):
-            raise UnsupportedSchema("an object with optional properties")
-        return {"type": "object",
-                "properties": {k: _inline(v, root, refs, enum_names) for k, v in props.items()}}
-    if kind == "array":
-        items = node.get("items")
-        if not isinstance(items, dict):
-            raise UnsupportedSchema("an array without an item schema")
-        out = {"type": "array", "items": _inline(items, root, refs, enum_names)}
-        out.update({k: node[k] for k in ("minItems", "maxItems") if k in node})
-        return out
-    if kind in SCALARS:
-        return {"type": kind, **{k: node[k] for k in ("minimum", "maximum", "maxLength")
-                                 if k in node}}
-    raise UnsupportedSchema(f"type {kind!r}")
-
-
-def field_order(node: dict[str, Any]) -> list[str]:
-    """The order a tuple lists an object's fields: fixed-size fields, then arrays, each
-    in schema order."""
-    props = node["properties"]
-    return ([k for k, sub in props.items() if sub.get("type") != "array"]
-            + [k for k, sub in props.items() if sub.get("type") == "array"])
-
-
-def walk_schema(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
-    """Every (path, node) of an inlined schema; array items are the part `*`."""
-    out = [(path, node)]
-    if node.get("type") == "object":
-        for key, sub in node["properties"].items():
-            out += walk_schema(sub, join_path(path, key))
-    elif node.get("type") == "array":
-        out += walk_schema(node["items"], join_path(path, "*"))
-    return out
-
-
-def values_at(value: Any, path: str) -> list[Any]:
-    """The values found at `path` in a JSON value (`*` fans out over list items)."""
-    found = [value]
-    for part in path.split("/") if path else []:
-        nxt = []
-        for item in found:
-            if part == "*" and isinstance(item, list):
-                nxt.extend(item)
-            elif isinstance(item, dict) and part in item:
-                nxt.append(item[part])
-        found = nxt
-    return found
-
-
-def arg_value(args: dict[str, Any], path: str) -> Any:
-    """The argument at a `/`-separated path of object keys, or None."""
-    return get_path(args, path)
-
-
-ENUM_NAMES = re.compile(r"names are \[([^\]]*)\]")
-
-
-def member_names(node: dict[str, Any]) -> list[str] | None:
-    """The member names of an enum node, from the description byLLM writes for a Jac enum
-    ("... one in this list: [1, 2] where the names are [LOW, HIGH]"); None unless there
-    is one distinct name per value."""
-    match = ENUM_NAMES.search(str(node.get("description") or ""))
-    if not match:
-        return None
-    names = [n.strip().strip("'\"") for n in match.group(1).split(",")]
-    if len(names) != len(node["enum"]) or len(set(names)) != len(names) or not all(names):
-        return None
-    return names
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _object_paths(value: Any, path: str = "", out: dict[str, list[Any]] | None = None
-                  ) -> dict[str, list[Any]]:
-    """Every object in `value` by path (`*` for list items), e.g. for key-set mining."""
-    out = {} if out is None else out
-    if isinstance(value, dict):
-        out.setdefault(path, []).append(value)
-        for key, item in value.items():
-            _object_paths(item, join_path(path, key), out)
-    elif isinstance(value, list):
-        for item in value:
-            _object_paths(item, join_path(path, "*"), out)
-    return out
-
-
-def _arg_leaves(args: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """Values reachable through object keys only (no list items), by path."""
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        here = join_path(path, key)
-        out[here] = value
-        if isinstance(value, dict):
-            out.update(_arg_leaves(value, here))
-    return out
 
 
 @dataclass
@@ -322,7 +191,7 @@ class SiteCodec:
         link = self.lengths.get(path)
         if link is not None:
             base = arg_value(args, link["arg"])
-            if _is_int(base):
+            if is_int(base):
                 return max(0, base + link["min"]), max(0, base + link["max"])
         return 0, self.max_items.get(path, DEFAULT_MAX_ITEMS)
 
@@ -334,7 +203,7 @@ class SiteCodec:
         high = rule.get("max")
         if "arg" in rule:
             base = arg_value(args, rule["arg"])
-            high = base + rule["offset"] if _is_int(base) else rule.get("fallback_max")
+            high = base + rule["offset"] if is_int(base) else rule.get("fallback_max")
         low = rule.get("min")
         if low is not None and high is not None and high < low:
             high = low
@@ -391,7 +260,7 @@ class SiteCodec:
 
     def _mine_constraints(self, args: list[dict[str, Any]], outputs: list[Any]) -> None:
         schema = self.schema or {}
-        leaves = [_arg_leaves(a) for a in args]
+        leaves = [arg_leaves(a) for a in args]
         enough = len(outputs) >= MIN_EVIDENCE
         if enough and schema.get("type") == "object":
             for key in schema["properties"]:
@@ -400,7 +269,7 @@ class SiteCodec:
                     self.copies[key] = source
         int_args = sorted(p for p in (set.intersection(*(set(lv) for lv in leaves))
                                       if leaves else set())
-                          if all(_is_int(lv[p]) for lv in leaves))
+                          if all(is_int(lv[p]) for lv in leaves))
         for path, node in walk_schema(schema):
             top = path.split("/", 1)[0]
             if top in self.copies:
@@ -431,7 +300,7 @@ def _mine_arg_tuples(args: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Places in the arguments where every record has objects of one key set."""
     seen: dict[str, set[tuple[str, ...]]] = {}
     for a in args:
-        for path, objects in _object_paths(a).items():
+        for path, objects in objects_by_path(a).items():
             seen.setdefault(path, set()).update(tuple(sorted(o)) for o in objects)
     return {path: list(next(iter(keys))) for path, keys in sorted(seen.items())
             if len(keys) == 1 and next(iter(keys))}
@@ -470,7 +339,7 @@ def _int_rule(node: dict[str, Any], per_record: list[list[Any]], leaves: list[di
               int_args: list[str], enough: bool) -> dict[str, Any]:
     """Bounds of one integer place: a declared range wins, then an argument it never
     exceeded (tightest first), then the range rules of schema.py."""
-    values = [v for found in per_record for v in found if _is_int(v)]
+    values = [v for found in per_record for v in found if is_int(v)]
     rule: dict[str, Any] = {}
     if values:
         low, high = min(values), max(values)
@@ -479,9 +348,9 @@ def _int_rule(node: dict[str, Any], per_record: list[list[Any]], leaves: list[di
     if enough and values:
         best: tuple[float, str, int] | None = None
         for path in int_args:
-            slack = [lv[path] - max(v for v in found if _is_int(v))
+            slack = [lv[path] - max(v for v in found if is_int(v))
                      for found, lv in zip(per_record, leaves, strict=True)
-                     if any(_is_int(v) for v in found)]
+                     if any(is_int(v) for v in found)]
             if len(slack) >= MIN_EVIDENCE and min(slack) >= 0:
                 score = (sum(slack) / len(slack), path, min(slack))
                 best = score if best is None or score < best else best

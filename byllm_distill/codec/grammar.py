@@ -1,4 +1,4 @@
-"""The per-call GBNF grammar of a tuple-mode codec (see codec.py).
+"""The per-call GBNF grammar of a tuple-mode codec (see site.py).
 
 `call_grammar(codec, args)` is a llama.cpp GBNF grammar admitting exactly the compact
 texts the codec can decode for this call: objects as value lists in the codec's field
@@ -14,7 +14,8 @@ import json
 import re
 from typing import Any
 
-from byllm_distill.training.codec import SiteCodec, field_order, join_path
+from byllm_distill.codec.paths import field_order, join_path
+from byllm_distill.codec.site import SiteCodec
 
 CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 INTEGER = r'"-"? ("0" | [1-9] [0-9]{0,15})'
