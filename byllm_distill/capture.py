@@ -353,11 +353,12 @@ class Capture:
 
     # -- the call boundary ------------------------------------------------------------
 
-    def call(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
-        """`model.invoke(mt_run=mt_run)`, recorded."""
+    def call(self, model: Any, mt_run: Any, source: str = "teacher",
+             route: str | None = None) -> Any:
+        """`model.invoke(mt_run=mt_run)`, recorded (`route`: why the router sent it here)."""
         if not self.enabled or mt_run.stream:
             return model.invoke(mt_run=mt_run)
-        outcome = self.run(model, mt_run, source)
+        outcome = self.run(model, mt_run, source, route=route)
         if outcome.error is not None:
             raise outcome.error
         return outcome.result
@@ -382,7 +383,8 @@ class Capture:
         return result
 
     def run(self, model: Any, mt_run: Any, source: str = "teacher", version: int | None = None,
-            validate_now: bool = False, reference: Any = None) -> Outcome:
+            validate_now: bool = False, reference: Any = None,
+            route: str | None = None) -> Outcome:
         """Invoke and record, returning the result or the error instead of raising it.
 
         `validate_now` attaches verdicts before returning (the router needs them to decide
@@ -400,7 +402,7 @@ class Capture:
             if token is not None:
                 _active.reset(token)
         outcome.record = self._finish(pending, model, start, outcome, source, version,
-                                      validate_now, reference)
+                                      validate_now, reference, route)
         return outcome
 
     def _begin(self, model: Any, mt_run: Any) -> _Pending | None:
@@ -413,14 +415,14 @@ class Capture:
 
     def _finish(self, pending: _Pending | None, model: Any, start: float, outcome: Outcome,
                 source: str, version: int | None = None, validate_now: bool = False,
-                reference: Any = None) -> Record | None:
+                reference: Any = None, route: str | None = None) -> Record | None:
         if pending is None:
             return None
         latency_ms = (time.perf_counter() - start) * 1000.0
         try:
             record = build_record(pending, model, outcome.result, outcome.error, latency_ms,
                                   source)
-            record.version = version
+            record.version, record.route = version, route
             if reference is not None and record.status == "ok":
                 record.agreement = round(agreement(record.output, to_jsonable(reference)), 4)
             if validate_now:

@@ -83,6 +83,10 @@ class SiteSettings:
     prompt_budget: int = field(default=0, metadata={
         "help": "Most tokens of the student's prompt; longer inputs have their lists cut to "
                 "the newest items (0: derived from max_length and the longest answer)."})
+    max_wait_ms: float = field(default=0.0, metadata={
+        "help": "Wait budget: a call that would queue longer than this for a busy student "
+                "(expected from the calls ahead of it and its recent answer times) is "
+                "answered by the teacher, recorded with that reason (0: no limit)."})
 
     def __post_init__(self) -> None:
         for name in ("threshold", "agreement", "rollback_below", "check_fraction",
@@ -100,6 +104,8 @@ class SiteSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"'keep_last.{key}' must be a whole number of 1 or more, got "
                                   f"{value!r}.")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"'max_wait_ms' must be 0 or more, got {self.max_wait_ms!r}.")
         if self.prompt_budget < 0:
             raise ConfigError(f"'prompt_budget' must be 0 or more, got {self.prompt_budget!r}.")
         for key, value in self.margins.items():

@@ -13,7 +13,7 @@ from byllm_distill.store import Record, Store
 
 EXPORT_FIELDS = ["id", "site", "fingerprint", "model", "source", "messages", "schema", "args",
                  "output_raw", "output", "latency_ms", "usage", "cost", "status", "error",
-                 "created_at", "version", "agreement", "verdicts"]
+                 "created_at", "version", "agreement", "route", "verdicts"]
 
 
 def _fill() -> list[Record]:

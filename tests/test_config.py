@@ -65,6 +65,7 @@ def test_site_overrides_and_defaults(tmp_path: Path) -> None:
     ("[plugins.distill]\nretrain_after = \"many\"\n", "'retrain_after' must be a whole number"),
     ('[plugins.distill.sites."x"]\nthreshhold = 0.5\n', "unknown key 'threshhold'"),
     ("[plugins.distill]\nquiet_hours = \"night\"\n", "quiet_hours 'night' must look like"),
+    ('[plugins.distill.sites."x"]\nmax_wait_ms = -5\n', "'max_wait_ms' must be 0 or more"),
 ])
 def test_bad_routing_config(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -30,6 +30,8 @@ from byllm_distill.gate import wilson_lower
 from byllm_distill.registry import SiteRegistry, file_manifest
 from byllm_distill.rpg.corpus import MAP_SITE, load_program
 from byllm_distill.rpg.teacher import OfflineDesigner
+from byllm_distill.runtime.load import Turns
+from byllm_distill.serialize import to_jsonable
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.events import site_events
 
@@ -127,6 +129,92 @@ def test_crashing_student_falls_back(program: Any) -> None:
     SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
     level = _level(program)
     assert len(program.create_next_map(level).enemies) == level.num_enemies
+
+
+class TurnTakingDesigner(OfflineDesigner):
+    """A student that answers one call at a time, taking turns as the engine does
+    (runtime/load.py); each answer waits until `release` is set."""
+
+    turns = Turns()
+    answering = threading.Event()
+    release = threading.Event()
+
+    def answer(self, mt_run: Any) -> str:
+        with type(self).turns.turn():
+            type(self).answering.set()
+            type(self).release.wait(30)
+            return super().answer(mt_run)
+
+    def expected_wait_ms(self) -> float:
+        return 1000.0 * type(self).turns.expected_wait_s()
+
+
+def test_a_call_that_would_wait_past_max_wait_ms_is_answered_by_the_teacher(
+        program: Any) -> None:
+    fingerprint = _map_fingerprint(program)
+    version = _register_version(fingerprint)
+    _install_router({version: TurnTakingDesigner(model_name="busy-student")},
+                    max_wait_ms=200.0)
+    SiteRegistry(load_config(), MAP_SITE).activate(version, mode="student")
+    first_level, second_level = _level(program, 3), _level(program, 5)
+    first: list[Any] = []
+    caller = threading.Thread(target=lambda: first.append(program.create_next_map(first_level)))
+    caller.start()
+    assert TurnTakingDesigner.answering.wait(30)
+    time.sleep(0.3)  # the student's answer in progress has now run past the 200 ms budget
+    try:
+        second = program.create_next_map(second_level)  # would block until release
+    finally:
+        TurnTakingDesigner.release.set()
+        caller.join(30)
+    byllm_distill.flush()
+    store = Store(load_config().database_url)
+    (served,) = store.iter_records(RecordFilter(site=MAP_SITE, source="student"))
+    assert served.args["level"]["difficulty"] == 3 and served.route is None
+    assert to_jsonable(first[0]) == served.output
+    teacher = [r for r in store.iter_records(RecordFilter(site=MAP_SITE, source="teacher"))
+               if r.args["level"]["difficulty"] == 5]
+    (answered,) = teacher
+    assert answered.route.startswith("student busy: expected wait ")
+    assert answered.route.endswith("ms > max_wait_ms 200")
+    assert to_jsonable(second) == answered.output  # the program got the teacher's answer
+    # The queue is empty again: the next call is the student's.
+    program.create_next_map(_level(program, 4))
+    byllm_distill.flush()
+    assert store.count(RecordFilter(site=MAP_SITE, source="student")) == 2
+
+
+def test_turns_expect_the_answer_in_progress_and_the_queue_behind_it() -> None:
+    turns, holding, release = Turns(), threading.Event(), threading.Event()
+    assert turns.expected_wait_s() == 0.0
+
+    def answer() -> None:
+        with turns.turn():
+            holding.set()
+            release.wait(30)
+
+    first = threading.Thread(target=answer)
+    first.start()
+    assert holding.wait(30)
+    time.sleep(0.05)
+    assert turns.expected_wait_s() >= 0.05  # no answer finished yet: what has run so far
+    holding.clear()
+    second = threading.Thread(target=answer)
+    second.start()  # queued behind the first
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert turns.expected_wait_s() == 0.0  # idle again
+    holding.clear()
+    release.clear()
+    third = threading.Thread(target=answer)
+    third.start()
+    assert holding.wait(30)
+    mean = turns._mean_s  # the moving mean of the two answers that finished
+    assert mean is not None and mean > 0
+    assert turns.expected_wait_s() <= mean  # the rest of one answer, nobody queued
+    release.set()
+    third.join(30)
 
 
 def test_shadow_samples_then_promotion(program: Any, monkeypatch: pytest.MonkeyPatch) -> None:

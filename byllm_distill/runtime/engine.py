@@ -16,7 +16,8 @@ their newest items, as training did (`PromptOverBudget` when even that does not 
 A call's prompt is evaluated once, whatever the number of attempts: later attempts restore
 it from the KV cache (decode.py). Decoding samples
 at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
-serialised per `Llama` by a lock.
+serialised per `Llama`: one call at a time takes its turn (load.py), and
+`expected_wait_ms()` says how long a call arriving now would queue.
 
 Guided decoding (sampling only, tuple codecs, sites whose validators name prefix-closed
 verdicts): after each top-level field and each array item the student writes, the answer so
@@ -56,13 +57,14 @@ from byllm_distill.codec.site import SiteCodec
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder
 from byllm_distill.runtime.guide import guide_for, student_record
+from byllm_distill.runtime.load import Turns
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
 GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
-_llamas: dict[str, tuple[Any, threading.Lock]] = {}
+_llamas: dict[str, tuple[Any, Turns]] = {}
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ def _model_params_for_this_cpu() -> Iterator[None]:
         low.llama_model_default_params = original
 
 
-def _load_llama(spec: StudentSpec) -> tuple[Any, threading.Lock]:
+def _load_llama(spec: StudentSpec) -> tuple[Any, Turns]:
     key = str(spec.gguf.resolve())
     if key in _llamas:
         return _llamas[key]
@@ -181,7 +183,7 @@ def _load_llama(spec: StudentSpec) -> tuple[Any, threading.Lock]:
     except (ValueError, RuntimeError, OSError) as exc:
         raise ArtifactError(f"{spec.gguf} cannot be loaded by llama.cpp ({exc}); retrain with "
                             f"`byllm-distill train {spec.site}`.") from exc
-    _llamas[key] = (llama, threading.Lock())
+    _llamas[key] = (llama, Turns())
     return _llamas[key]
 
 
@@ -199,15 +201,15 @@ class PromptOverBudget(ValueError):
 
 
 class Engine:
-    """A loaded student: the shared `Llama`, its lock, the codec and the prompt format;
-    `Decoder` (decode.py) runs the token loop."""
+    """A loaded student: the shared `Llama`, its turns (one call at a time, load.py), the
+    codec and the prompt format; `Decoder` (decode.py) runs the token loop."""
 
-    def __init__(self, spec: StudentSpec, llama: Any, lock: threading.Lock) -> None:
+    def __init__(self, spec: StudentSpec, llama: Any, turns: Turns) -> None:
         import llama_cpp
 
         self.spec = spec
         self.llama = llama
-        self.lock = lock
+        self.turns = turns
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._decoder = Decoder(llama, spec.max_tokens)
         self._grammars: OrderedDict[str, Any] = OrderedDict()
@@ -249,7 +251,7 @@ class Engine:
         return self._fixed_gbnf
 
     def _grammar_for(self, args: dict[str, Any]) -> Any:
-        """The llama.cpp grammar sampler for this call, reset (callers hold the lock)."""
+        """The llama.cpp grammar sampler for this call, reset (callers hold the turn)."""
         import llama_cpp
 
         text = self.gbnf(args)
@@ -269,6 +271,10 @@ class Engine:
         self._grammars.move_to_end(text)
         llama_cpp.llama_sampler_reset(sampler)
         return sampler
+
+    def expected_wait_ms(self) -> float:
+        """How long a call arriving now would queue before answering (load.py)."""
+        return 1000.0 * self.turns.expected_wait_s()
 
     def generate(self, args: dict[str, Any], temperature: float | None = None,
                  top_p: float | None = None, seed: int | None = None,
@@ -292,7 +298,7 @@ class Engine:
         text, prompt = self.prompt(args)
         passed: list[bool] = []
         completion = redraws = 0
-        with self.lock:
+        with self.turns.turn():
             if len(prompt) + self.spec.max_tokens > self.llama.n_ctx():
                 raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
                                  f"{self.spec.max_tokens}-token answer in n_ctx "
@@ -363,9 +369,9 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         else:
             verify_files(site, Path(folder))
         spec = StudentSpec.from_folder(site, folder, version)
-        llama, lock = _load_llama(spec)
+        llama, turns = _load_llama(spec)
         try:
-            engine = Engine(spec, llama, lock)
+            engine = Engine(spec, llama, turns)
         except BaseException:
             _release_unused()
             raise

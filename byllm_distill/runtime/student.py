@@ -48,6 +48,11 @@ class StudentLLM(BaseLLM):
                           version=config.get("version"),
                           folder=Path(folder) if folder else None)
 
+    def expected_wait_ms(self) -> float:
+        """How long a call arriving now would queue for this student (the router's wait
+        budget, `max_wait_ms`)."""
+        return self.engine().expected_wait_ms()
+
     def dispatch_no_streaming(self, mt_run: Any) -> CompletionResult:
         engine = self.engine()
         key = describe(mt_run).key

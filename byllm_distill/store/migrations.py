@@ -249,9 +249,15 @@ def m008_input_hash(conn: Connection) -> None:
              table.c.fingerprint, table.c.status).create(conn)
 
 
+def m009_route(conn: Connection) -> None:
+    # Why the teacher answered a call the router would have given a student (the wait
+    # budget), on the teacher's record; NULL for every other record.
+    conn.execute(sa.text("ALTER TABLE records ADD COLUMN route TEXT"))
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_initial, m002_verdicts, m003_ratings, m004_routing, m005_registry,
-    m006_scale, m007_one_open_job_per_site, m008_input_hash,
+    m006_scale, m007_one_open_job_per_site, m008_input_hash, m009_route,
 ]
 
 

@@ -59,6 +59,9 @@ class Record:
     created_at: str = field(default_factory=utc_now)
     version: int | None = None  # the student version that answered (student/shadow records)
     agreement: float | None = None  # agreement with the teacher's answer, when measured
+    # Why the teacher answered a call its site's student would have served (teacher
+    # records only; e.g. the student was busy past `max_wait_ms`); None otherwise.
+    route: str | None = None
     # Validator verdicts live in their own table; None means "not loaded / not validated".
     verdicts: list[Verdict] | None = field(default=None, compare=False)
 
@@ -83,7 +86,7 @@ class Record:
         data = asdict(self)
         ordered = ["id", "site", "fingerprint", "model", "source", "messages", "schema",
                    "args", "output_raw", "output", "latency_ms", "usage", "cost", "status",
-                   "error", "created_at", "version", "agreement", "verdicts"]
+                   "error", "created_at", "version", "agreement", "route", "verdicts"]
         return {key: data[key] for key in ordered}
 
     def to_row(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ records = sa.Table(
     sa.Column("created_at", sa.String(40)),
     sa.Column("version", sa.Integer),
     sa.Column("agreement", sa.Float),
+    sa.Column("route", sa.Text),
     # Not a Record field: whether every stored verdict passed (None: no verdicts), kept with
     # the verdicts so counts of valid records need no per-record verdict lookup.
     sa.Column("valid", sa.Boolean),
