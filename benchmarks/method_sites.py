@@ -70,13 +70,13 @@ def report_tokens(calls: int) -> tuple[list[int], int]:
     from byllm_distill.config import load_config
     from byllm_distill.store import RecordFilter, Store
     from byllm_distill.training.base_model import load_tokenizer, resolve_base
-    from byllm_distill.training.dataset import (
-        build_dataset,
+    from byllm_distill.training.chat import (
         count_tokens,
         prompt_counter,
         prompt_format,
         render_prompt,
     )
+    from byllm_distill.training.dataset import build_dataset
     from byllm_distill.training.pipeline import serving_section
 
     store = Store(load_config().database_url)

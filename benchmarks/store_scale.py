@@ -98,8 +98,8 @@ def fingerprints(site: str) -> tuple[str, str]:
 def synthetic_rows(n: int, sites: list[str], seed: int = 0
                    ) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Chunks of (record rows, verdict rows), oldest first, sites interleaved."""
+    from byllm_distill.store.export import verdicts_text
     from byllm_distill.store.record import input_hash
-    from byllm_distill.store.store import verdicts_text
     from byllm_distill.validators.base import Verdict
 
     rng = random.Random(seed)

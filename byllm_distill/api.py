@@ -38,8 +38,9 @@ def flush(timeout: float = 30.0) -> bool:
     """Block until background shadow work and every record captured so far in this process
     are written."""
     from byllm_distill import router
-    from byllm_distill.capture import _capture
+    from byllm_distill.capture import current_capture
 
     if router._router is not None:
         router._router.drain(timeout)
-    return _capture.flush(timeout) if _capture is not None else True
+    capture = current_capture()
+    return capture.flush(timeout) if capture is not None else True

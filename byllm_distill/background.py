@@ -17,10 +17,13 @@ thread is first stopped between two steps.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("byllm_distill")
 
 
 class Background:
@@ -94,3 +97,16 @@ class Background:
         if idle and not parked.is_set():
             threading.setprofile_all_threads(None)
         return stopped
+
+    def wait_then_park(self, wait: float, modules: Callable[[], tuple[str, ...]],
+                       park_wait: float) -> int:
+        """At exit: wait at most `wait` seconds for the tasks, then park the thread in the
+        code of `modules()` (asked only then: a task may load that code while exit waits),
+        for at most `park_wait` more seconds; return how many tasks are unfinished."""
+        if not self.wait(wait):
+            return 0
+        if not self.park(modules(), park_wait):
+            log.warning("byllm-distill: the background task did not stop within %g s of "
+                        "exit giving up on it (it is not in student code); exiting without "
+                        "it.", park_wait)
+        return self.unfinished()

@@ -58,7 +58,9 @@ def main() -> None:
 def status(as_json: bool) -> None:
     """Show where data lives, whether capture is on, record and dropped counts."""
     config = get_config()
+    from byllm_distill.autotrain import LOCK
     from byllm_distill.lifecycle import site_status
+    from byllm_distill.store import locks
 
     dropped = DropLog(config.data_dir).totals()
     info: dict[str, Any] = {
@@ -69,6 +71,7 @@ def status(as_json: bool) -> None:
         "dropped": sum(dropped.values()),
         "dropped_by_cause": dropped,
         "attached": _attached(),
+        "auto_train": {"on": config.auto_train, "worker": None},
     }
     try:
         store = Store(config.database_url)
@@ -80,6 +83,7 @@ def status(as_json: bool) -> None:
             tally = store.tally()
             sites = store.site_names()
             per_site = [site_status(store, config, site) for site in sites]
+            held = locks.holder(store, LOCK)
         info.update({
             "store": store.display_url,
             "records": sum(tally.values()),
@@ -89,6 +93,8 @@ def status(as_json: bool) -> None:
             "sites": len(sites),
             "per_site": per_site,
         })
+        info["auto_train"]["worker"] = {"holder": held[0], "heartbeat_at": held[1]} if held \
+            else None
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -97,6 +103,10 @@ def status(as_json: bool) -> None:
     click.echo(f"capture:  {'on' if config.capture else 'off'}; attached through {attached}")
     if info["attached"]["fix"]:
         click.echo(f"          warning: {info['attached']['fix']}")
+    worker = info["auto_train"]["worker"]
+    click.echo(f"auto_train: {'on' if config.auto_train else 'off'}" + (
+        f"; worker {worker['holder']} running (heartbeat {worker['heartbeat_at'][:19]})"
+        if worker else ""))
     click.echo(f"data dir: {info['data_dir']}")
     click.echo(f"store:    {info['store']}")
     if info["store_error"]:

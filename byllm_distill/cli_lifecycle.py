@@ -7,6 +7,7 @@ registry.py, lifecycle.py and store/events.py.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,11 @@ def register(main: click.Group) -> None:
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
                   help="Where to train (default: the config's train_device, auto: cuda when "
                        "a GPU is visible).")
+    @click.option("--held-lock", hidden=True,
+                  help="Set by auto_train: the store lock this worker holds while it runs.")
     @friendly_errors
-    def worker(once: bool, poll: float, site: str | None, device: str | None) -> None:
+    def worker(once: bool, poll: float, site: str | None, device: str | None,
+               held_lock: str | None) -> None:
         """Train due sites in quiet windows, one job at a time at low priority."""
         from byllm_distill.lifecycle import JobReport, Worker
 
@@ -175,7 +179,16 @@ def register(main: click.Group) -> None:
         config = get_config()
         if device is not None:
             config = replace(config, train_device=device)
-        Worker(config).run(once=once, poll_s=poll, site=site, on_step=show)
+        worker = Worker(config)
+        if held_lock is None:
+            worker.run(once=once, poll_s=poll, site=site, on_step=show)
+            return
+        from byllm_distill.autotrain import hold_lock
+
+        click.echo(f"auto_train worker {held_lock} (pid {os.getpid()}) started")
+        with hold_lock(worker.store, held_lock):
+            worker.run(once=once, poll_s=poll, site=site, on_step=show)
+        click.echo(f"auto_train worker {held_lock} done")
 
     @main.command()
     @click.option("--home", type=click.Path(file_okay=False, path_type=Path),

@@ -152,6 +152,11 @@ class DistillConfig:
         "help": "Seconds a program waits at exit for shadow samples and teacher checks "
                 "still running in the background; unfinished ones are given up and counted "
                 "as dropped (0: do not wait).", "env": "BYLLM_DISTILL_EXIT_WAIT"})
+    auto_train: bool = field(default=False, metadata={
+        "help": "Let the app start the training worker itself: when a site becomes due, one "
+                "detached, low-priority `byllm-distill worker --once` per store (a lock in "
+                "the store), within quiet_hours and max_load; off: run the worker yourself.",
+        "env": "BYLLM_DISTILL_AUTO_TRAIN"})
     retrain_after: int = field(default=50, metadata={
         "help": "A site is due for training when it has this many new valid teacher "
                 "records since its last version.", "env": "BYLLM_DISTILL_RETRAIN_AFTER"})

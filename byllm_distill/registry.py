@@ -18,7 +18,7 @@ transaction each (the row is locked on PostgreSQL; a file lock serialises proces
 machine for SQLite); a reader sees the old state or the new one. `verify` checks every
 file's sha256 against the manifest the store holds before a version may be loaded or
 activated. Data from before the store held the registry (`state.json`, version folders)
-is imported once, the first time a site is read.
+is imported once, the first time a site is read (legacy.py).
 
 Modes: `teacher` (default), `shadow` (teacher answers, the active version runs alongside
 and is scored), `student` (the active version answers, the teacher is the fallback). A pin
@@ -50,6 +50,7 @@ from byllm_distill.artifacts import (
     verify_files,
 )
 from byllm_distill.errors import DistillError, NotFoundError, StoreError
+from byllm_distill.legacy import import_local
 from byllm_distill.store import tables
 from byllm_distill.store.record import utc_now
 from byllm_distill.store.store import error_reason
@@ -65,7 +66,6 @@ __all__ = ["MODES", "ArtifactError", "ArtifactUnavailable", "SiteRegistry", "Sit
 MODES = ("teacher", "shadow", "student")
 _generation = 0  # bumped by every state change this process makes (see `state_generation`)
 _generation_lock = threading.Lock()
-_imported: set[tuple[str, str]] = set()  # (site folder, store URL) imported (`_import_local`)
 
 
 def site_dirname(site: str) -> str:
@@ -146,7 +146,7 @@ class SiteRegistry:
 
     def versions(self) -> list[Version]:
         """Every ready version, oldest first (its files may not be on this machine yet)."""
-        self._import_local()
+        import_local(self)
         v = tables.versions.c
         with self._db() as conn:
             rows = conn.execute(sa.select(v.number, v.manifest).where(
@@ -154,7 +154,7 @@ class SiteRegistry:
         return [Version(n, self.versions_dir / str(n), json.loads(m)) for n, m in rows]
 
     def _manifest(self, number: int) -> dict[str, Any]:
-        self._import_local()
+        import_local(self)
         v = tables.versions.c
         with self._db() as conn:
             text = conn.execute(sa.select(v.manifest).where(
@@ -202,7 +202,7 @@ class SiteRegistry:
         On success the folder becomes `versions/N`, is uploaded to shared artifacts, and
         the version is `ready` in the store. On any exception (Ctrl-C included) the folder
         is removed and the number is given up; no version appears."""
-        self._import_local()
+        import_local(self)
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
             _remove_stale_partials(self.versions_dir)
@@ -268,7 +268,7 @@ class SiteRegistry:
     # -- state -------------------------------------------------------------------------
 
     def state(self) -> SiteState:
-        self._import_local()
+        import_local(self)
         s = tables.site_state.c
         with self._db() as conn:
             row = conn.execute(sa.select(tables.site_state).where(s.site == self.site)).first()
@@ -291,7 +291,7 @@ class SiteRegistry:
     def _change(self, decide: Callable[[SiteState], dict[str, Any]]) -> SiteState:
         """Read the state (row locked), apply `decide(current)`'s changes, write it back."""
         global _generation
-        self._import_local()
+        import_local(self)
         s = tables.site_state.c
         for _ in range(5):
             try:
@@ -352,71 +352,6 @@ class SiteRegistry:
             return {"active": None, "previous": [], "mode": "teacher", "fingerprint": None}
 
         return self._change(decide)
-
-    # -- data from before the store held the registry -----------------------------------
-
-    def _import_local(self) -> None:
-        """Import this data dir's `state.json` and version folders the store does not know
-        (the file is renamed `state.json.imported`). Once per site, data dir and store per
-        process: the router builds a registry on every state read, and every version made
-        or fetched after the import is in the store already."""
-        key = (str(self.root), self.store.url)
-        if key in _imported:
-            return
-        self._import_once()
-        _imported.add(key)
-
-    def _import_once(self) -> None:
-        legacy = self.root / "state.json"
-        folders = [p for p in self.versions_dir.iterdir()
-                   if p.name.isdigit() and (p / "manifest.json").is_file()] \
-            if self.versions_dir.is_dir() else []
-        if not folders and not legacy.is_file():
-            return
-        v = tables.versions.c
-        with self._locked():
-            with self._db() as conn:
-                known = set(conn.execute(sa.select(v.number).where(v.site == self.site))
-                            .scalars())
-            for folder in sorted(folders, key=lambda p: int(p.name)):
-                if int(folder.name) not in known:
-                    self._import_version(int(folder.name), folder)
-            if legacy.is_file():
-                self._import_state(legacy)
-
-    def _import_version(self, number: int, folder: Path) -> None:
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except ValueError:
-            return  # a corrupt manifest stays unimported; `verify` would refuse it anyway
-        if self.shared is not None:
-            self.shared.publish(self.dirname, number, folder, manifest)
-        try:
-            with self._db(write=True) as conn:
-                conn.execute(tables.versions.insert().values(
-                    site=self.site, number=number, status="ready",
-                    manifest=json.dumps(manifest), created_at=manifest.get("created_at")
-                    or utc_now()))
-        except StoreError as exc:
-            if not isinstance(exc.__cause__, sa.exc.IntegrityError):
-                raise  # else another process imported it first
-
-    def _import_state(self, legacy: Path) -> None:
-        s = tables.site_state.c
-        try:
-            data = json.loads(legacy.read_text())
-        except ValueError as exc:
-            raise ArtifactError(f"{legacy} is corrupt ({exc}); fix or delete it (the site "
-                                "then goes back to the teacher).") from exc
-        with self._db(write=True) as conn:
-            if conn.execute(sa.select(s.site).where(s.site == self.site)).first() is None:
-                known = SiteState(**{k: v for k, v in data.items()
-                                     if k in SiteState.__dataclass_fields__})
-                conn.execute(tables.site_state.insert().values(
-                    site=self.site, mode=known.mode, active=known.active, pinned=known.pinned,
-                    fingerprint=known.fingerprint, previous=json.dumps(known.previous),
-                    updated_at=known.updated_at or utc_now()))
-        legacy.rename(legacy.with_name("state.json.imported"))
 
 
 def _remove_stale_partials(versions_dir: Path) -> None:

@@ -23,11 +23,12 @@ cached for at most `STATE_POLL_S` seconds) and picks a route:
   live check (validity, and agreement and fidelity over the teacher-checked answers); the
   lifecycle rolls back a student that is shown to be worse.
 
-Background work (shadow samples, teacher checks, rollback checks) runs on one daemon
-thread. At interpreter exit the router waits for it at most `exit_wait` seconds, then
-flushes capture itself, so what the background work recorded is written whatever order
-the exit handlers run in; work still unfinished is given up and counted as dropped (a
-logged reason, and in `byllm-distill status`). A program never waits longer than that.
+Background work (shadow samples and teacher checks, comparison.py; rollback checks) runs
+on one daemon thread (background.py). At interpreter exit the router waits for it at most
+`exit_wait` seconds, then flushes capture itself, so what the background work recorded is
+written whatever order the exit handlers run in; work still unfinished is given up and
+counted as dropped (a logged reason, and in `byllm-distill status`). A program never waits
+longer than that.
 
 Contract: the router never changes what a teacher-routed call returns or raises, and any
 router failure (state unreadable, student unloadable) routes that call to the teacher
@@ -46,6 +47,7 @@ from typing import Any
 
 from byllm_distill.background import Background
 from byllm_distill.capture import Capture
+from byllm_distill.comparison import Comparisons
 from byllm_distill.config import DistillConfig
 from byllm_distill.errors import DistillError
 from byllm_distill.registry import (
@@ -55,7 +57,7 @@ from byllm_distill.registry import (
     Version,
     state_generation,
 )
-from byllm_distill.sites import describe
+from byllm_distill.sites import describe, fresh_run
 
 log = logging.getLogger("byllm_distill")
 LIVE_CHECK_EVERY = 10
@@ -81,15 +83,6 @@ class Route:
     reason: str = ""
 
 
-def fresh_run(mt_run: Any) -> Any:
-    """A new MTRuntime for the same call (same caller, arguments and call params)."""
-    from byllm.mtir import MTIR
-
-    mtir = mt_run.mtir
-    return MTIR(caller=mtir.caller, args=mtir.args, call_params=mtir.call_params,
-                ir_info=mtir.ir_info).runtime
-
-
 def default_student_loader(site: str, version: Version) -> Any:
     from byllm_distill.runtime.student import student_model
 
@@ -107,11 +100,11 @@ class Router:
         self._warned: set[str] = set()
         self._unavailable: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._served: dict[tuple[str, int], int] = {}
-        self._repeats: dict[tuple[str, str], int] = {}  # (site, fingerprint) -> repeats
         self._lock = threading.Lock()
         self._background = Background("byllm-distill-router")
         self._exit_hook_registered = False
         self._store_obj: Any = None
+        self._compare = Comparisons(capture, config, self._store)
 
     # -- deciding ----------------------------------------------------------------------
 
@@ -236,7 +229,8 @@ class Router:
             mt_run.messages[:] = saved
             return self.capture.call(model, mt_run)
         if random.random() < self.config.site(route.site).check_fraction:
-            self._submit(self._teacher_check, model, fresh_run(mt_run), outcome.result, record)
+            self._submit(self._compare.teacher_check, model, fresh_run(mt_run),
+                         outcome.result, record)
         self._after_student_answer(route)  # after the check: a live check then counts it
         return outcome.result
 
@@ -286,44 +280,8 @@ class Router:
         except Exception as exc:  # noqa: BLE001
             self._student_unloadable(route, exc)
             return
-        outcome = self.capture.run(student, shadow_run, source="shadow", version=route.version,
-                                   validate_now=True, reference=teacher_result)
-        if model is not None and outcome.record is not None and self._wants_repeat(
-                route.site, outcome.record.fingerprint):
-            self.capture.run(model, fresh_run(shadow_run), source="teacher")
-        self.capture.flush()
+        self._compare.shadow_sample(student, route.version, shadow_run, teacher_result, model)
         self.maybe_promote(route.site, route.version)
-
-    def _wants_repeat(self, site: str, fingerprint: str) -> bool:
-        """Whether to ask the teacher this input again: fewer than `teacher_repeats` of
-        the contract's inputs have two teacher answers (counted once from the store)."""
-        cap = self.config.site(site).teacher_repeats
-        if cap <= 0:
-            return False
-        key = (site, fingerprint)
-        if key not in self._repeats:
-            from byllm_distill.gate.samples import teacher_repeats
-
-            self.capture.flush()
-            found = len(teacher_repeats(self._store(), site, fingerprint))
-            with self._lock:
-                self._repeats.setdefault(key, found)
-        with self._lock:
-            if self._repeats[key] >= cap:
-                return False
-            self._repeats[key] += 1
-            return True
-
-    def _teacher_check(self, model: Any, check_run: Any, student_result: Any,
-                       student_record: Any) -> None:
-        outcome = self.capture.run(model, check_run, source="teacher")
-        if outcome.error is None and student_record is not None:
-            from byllm_distill.agreement import agreement
-            from byllm_distill.serialize import to_jsonable
-
-            score = agreement(to_jsonable(student_result), to_jsonable(outcome.result))
-            self.capture.flush()
-            self._store().set_agreement(student_record.id, round(score, 4))
 
     def _after_student_answer(self, route: Route) -> None:
         if route.pinned:
@@ -397,15 +355,8 @@ class Router:
         then writes what was recorded. Nothing here takes `self._lock`: a parked thread
         may hold it (student loading happens under it)."""
         wait = self.config.exit_wait
-        left = self._background.wait(wait)
-        if left:
-            students = list(self._students.values())
-            modules = STUDENT_CODE + tuple({type(s).__module__ for s in students})
-            if not self._background.park(modules, PARK_WAIT_S):
-                log.warning("byllm-distill: the background task did not stop within %g s "
-                            "of exit giving up on it (it is not in student code); exiting "
-                            "without it.", PARK_WAIT_S)
-            left = self._background.unfinished()
+        left = self._background.wait_then_park(wait, lambda: STUDENT_CODE + tuple(
+            {type(s).__module__ for s in list(self._students.values())}), PARK_WAIT_S)
         self.capture.flush()
         if left:
             self.capture.drops.add(

@@ -112,3 +112,12 @@ def describe(mt_run: Any) -> CallSite:
     with contextlib.suppress(TypeError):
         _cache[func] = site
     return site
+
+
+def fresh_run(mt_run: Any) -> Any:
+    """A new MTRuntime for the same call (same caller, arguments and call params)."""
+    from byllm.mtir import MTIR
+
+    mtir = mt_run.mtir
+    return MTIR(caller=mtir.caller, args=mtir.args, call_params=mtir.call_params,
+                ir_info=mtir.ir_info).runtime

@@ -12,7 +12,8 @@ from student_records import SITE, map_records
 from byllm_distill.config import ConfigError, load_config
 from byllm_distill.store import Store
 from byllm_distill.training import TrainingError
-from byllm_distill.training.dataset import build_dataset, prompt_format
+from byllm_distill.training.chat import prompt_format
+from byllm_distill.training.dataset import build_dataset
 from byllm_distill.training.inputs import InputPolicy, choose
 from byllm_distill.training.trainer import encode
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -104,4 +105,25 @@ def test_input_hash_migration_fills_existing_records(store_backend: str,
         {"name": "bounds", "passed": False, "detail": "x=12"},
         {"name": "json", "passed": True, "detail": ""}]
     assert stored[rows[1].id][1] is None
+    store.close()
+
+
+def test_a_store_lock_has_one_holder_until_released_or_stale(store_backend: str) -> None:
+    """store/locks.py: what keeps `auto_train` to one worker per store."""
+    from byllm_distill.store import locks
+
+    store = Store(store_backend)
+    assert locks.holder(store, "job") is None
+    assert locks.acquire(store, "job", "a", stale_after=60)
+    assert not locks.acquire(store, "job", "b", stale_after=60)  # a is alive
+    assert locks.renew(store, "job", "a") and not locks.renew(store, "job", "b")
+    assert locks.holder(store, "job")[0] == "a"
+    locks.release(store, "job", "b")  # not b's to release
+    assert locks.holder(store, "job")[0] == "a"
+    locks.release(store, "job", "a")
+    assert locks.holder(store, "job") is None
+    assert locks.acquire(store, "job", "b", stale_after=60)
+    time.sleep(0.01)
+    assert locks.acquire(store, "job", "c", stale_after=0)  # b stopped renewing: taken over
+    assert locks.holder(store, "job")[0] == "c" and not locks.renew(store, "job", "b")
     store.close()

@@ -20,11 +20,8 @@ from byllm_distill.codec.schema import (
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import new_record_id
 from byllm_distill.training import TrainingError
-from byllm_distill.training.dataset import (
-    build_dataset,
-    load_dataset,
-    prompt_format,
-)
+from byllm_distill.training.chat import prompt_format
+from byllm_distill.training.dataset import build_dataset, load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_answer_loss_equals_the_models_own_loss(trained, base) -> None:
     number as transformers' full-sequence loss, with and without an adapter, padded."""
     import torch
 
-    from byllm_distill.training.dataset import prompt_format
+    from byllm_distill.training.chat import prompt_format
     from byllm_distill.training.trainer import _collate, answer_loss, encode
 
     _, _, version = trained

@@ -204,3 +204,77 @@ def test_a_failing_site_backs_off_never_blocks_others_and_then_needs_attention(
     ran.clear()
     Worker(no_wait, store, progress=False).run(once=True)
     assert MAP_SITE in ran
+
+
+def test_auto_train_starts_a_worker_only_when_due_in_quiet_hours_and_one_per_store(
+        distill_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from byllm_distill import autotrain
+    from byllm_distill.store import locks
+    from byllm_distill.store.events import site_events
+
+    started: list[str] = []
+    monkeypatch.setattr(autotrain, "start_worker",
+                        lambda config, token: started.append(token) or 4242)
+    monkeypatch.setenv("BYLLM_DISTILL_RETRAIN_AFTER", "10")
+    store = Store(load_config().database_url)
+    assert autotrain.AutoTrain(load_config()).check(store) is None  # nothing captured yet
+    generate_corpus(runs=3, levels_per_run=5, seed=3, progress=False)  # 15 per site: due
+    hour = datetime.now().hour
+    monkeypatch.setenv("BYLLM_DISTILL_QUIET_HOURS", f"{(hour + 2) % 24}-{(hour + 3) % 24}")
+    assert autotrain.AutoTrain(load_config()).check(store) is None and started == []
+    monkeypatch.delenv("BYLLM_DISTILL_QUIET_HOURS")
+
+    first, second = autotrain.AutoTrain(load_config()), autotrain.AutoTrain(load_config())
+    token = first.check(store)
+    assert token is not None and started == [token]
+    assert second.check(store, final=True) is None  # another app: the worker runs already
+    assert first.check(store) is None  # and the same app looks again only after CHECK_S
+    assert locks.holder(store, autotrain.LOCK)[0] == token
+    events = site_events(store, kinds=("auto_train",))
+    assert {e.site for e in events} == {MAP_SITE, "rpg.create_next_level"}
+    assert {e.details["holder"] for e in events} == {token}
+
+    with autotrain.hold_lock(store, token):  # what the started worker does
+        assert locks.holder(store, autotrain.LOCK)[0] == token
+    assert locks.holder(store, autotrain.LOCK) is None
+    refused = autotrain.hold_lock(store, token)
+    with pytest.raises(byllm_distill.errors.DistillError, match="not held by"):
+        refused.__enter__()
+
+
+@pytest.mark.slow
+def test_auto_train_starts_exactly_one_worker_for_two_app_processes_and_it_trains_the_site(
+        distill_home: Path, tmp_path: Path) -> None:
+    """Two app processes share a store with `auto_train` on; the level site becomes due
+    while they run. One detached worker starts, outlives both apps and trains the site."""
+    from byllm_distill.autotrain import LOCK
+    from byllm_distill.store import locks
+    from byllm_distill.store.events import site_events
+
+    app = Path(__file__).resolve().parent / "team_app.py"
+    env = {**os.environ, "BYLLM_DISTILL_AUTO_TRAIN": "true", "BYLLM_DISTILL_RETRAIN_AFTER": "20",
+           "BYLLM_DISTILL_TRAIN_STEPS": "40"}
+    apps = [subprocess.Popen([sys.executable, str(app), "--width", str(width), "--calls", "15"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for width in (16, 18)]
+    for proc in apps:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert len(out.splitlines()) == 15  # the program's answers were not held up
+    store = Store(load_config().database_url)
+    events = site_events(store, kinds=("auto_train",))
+    assert len({e.details["holder"] for e in events}) == 1, events
+    assert {e.site for e in events} == {"rpg.create_next_level"}
+    (event,) = events
+    log_file = load_config().data_dir / "auto-train.log"
+    registry = SiteRegistry(load_config(), "rpg.create_next_level")
+    deadline = time.monotonic() + 900
+    while locks.holder(store, LOCK) is not None:  # the worker runs on after the apps exit
+        assert time.monotonic() < deadline, log_file.read_text()
+        time.sleep(2)
+    log_text = log_file.read_text()
+    assert log_text.count("auto_train worker") == 2, log_text  # one started, one done
+    assert [v.number for v in registry.versions()] == [1], log_text
+    assert "rpg.create_next_level: trained version 1" in log_text
+    (job,) = JobQueue(store).list(site="rpg.create_next_level")
+    assert job.status == "done" and job.pid == event.details["pid"]

@@ -5,13 +5,12 @@ from byllm_distill.evaluation.metrics import compute_metrics
 from byllm_distill.evaluation.pairing import (
     EvalData,
     Pair,
-    StudentAnswer,
-    answer_with_student,
     heldout_split,
     pair_records,
 )
 from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric, registry
 from byllm_distill.evaluation.report import build_report
+from byllm_distill.scoring import StudentAnswer, answer_with_student
 
 __all__ = ["EvalData", "MetricRegistry", "Pair", "StudentAnswer", "TaskMetric",
            "answer_with_student", "build_report", "compute_metrics", "heldout_split",

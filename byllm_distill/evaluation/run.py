@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.config import SiteSettings
-from byllm_distill.errors import DistillError, NotFoundError
+from byllm_distill.errors import NotFoundError
 from byllm_distill.evaluation.pairing import (
     STUDENT_SOURCES,
-    StudentAnswer,
-    answer_with_student,
     args_key,
     heldout_split,
     pair_records,
 )
 from byllm_distill.evaluation.report import build_report
 from byllm_distill.registry import SiteRegistry, Version, site_dirname
+from byllm_distill.scoring import StudentAnswer, answer_with_student, engine_loader, student_label
 from byllm_distill.store import Record, RecordFilter, Store
 
 StudentLoader = Callable[[str, Version], StudentAnswer]
@@ -48,31 +47,6 @@ class EvalOutcome:
     student: str
     gate: dict[str, Any] | None
     answered: int  # held-out inputs the student answered in this run (the rest were reused)
-
-
-def student_label(site: str, version: Version) -> str:
-    """The model name evaluation records carry, as the worker's held-out evaluation does."""
-    return f"student:{site}@v{version.number}"
-
-
-def engine_loader(site: str, version: Version) -> StudentAnswer:
-    """Answer with the version's GGUF through the runtime engine (grammar-bound, greedy)."""
-    try:
-        from byllm_distill.runtime.engine import engine_for
-
-        engine = engine_for(site, folder=version.path, version=version.number)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("byllm_distill"):
-            raise NotFoundError(f"no trained student for {site}; run `byllm-distill train "
-                                f"{site}` (the student runtime is not installed).") from exc
-        raise DistillError(f"the student runtime needs {exc.name}; install it with "
-                           "`pip install 'byllm-distill[serve]'`.") from exc
-
-    def answer(args: dict[str, Any]) -> tuple[str, float]:
-        generation = engine.generate(args)
-        return generation.text, 1000 * generation.seconds
-
-    return answer
 
 
 def eval_set(store: Store, site: str, version: Version | None = None,

@@ -213,8 +213,8 @@ def m008_input_hash(conn: Connection) -> None:
     # Each record's input identity (`Record.input_hash`), so the gate looks up the teacher's
     # answers to the inputs it judges by index; and its verdicts as export writes them
     # (`records.verdicts_json`). Existing rows are filled a page of records at a time.
+    from byllm_distill.store.export import verdicts_text
     from byllm_distill.store.record import input_hash
-    from byllm_distill.store.store import verdicts_text
     from byllm_distill.validators.base import Verdict
 
     conn.execute(sa.text("ALTER TABLE records ADD COLUMN input_hash VARCHAR(32)"))
@@ -255,9 +255,24 @@ def m009_route(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE records ADD COLUMN route TEXT"))
 
 
+def m010_locks(conn: Connection) -> None:
+    # Named locks with a heartbeat, held across processes and servers (store/locks.py):
+    # `auto_train` starts one worker per store.
+    meta = sa.MetaData()
+    sa.Table(
+        "locks",
+        meta,
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("acquired_at", sa.String(40), nullable=False),
+        sa.Column("heartbeat_at", sa.String(40), nullable=False),
+    )
+    meta.create_all(conn)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     m001_initial, m002_verdicts, m003_ratings, m004_routing, m005_registry,
-    m006_scale, m007_one_open_job_per_site, m008_input_hash, m009_route,
+    m006_scale, m007_one_open_job_per_site, m008_input_hash, m009_route, m010_locks,
 ]
 
 

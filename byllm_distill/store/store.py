@@ -13,19 +13,18 @@ so counting valid records is an index range count, not a verdict lookup per reco
 counts behind `status`, `sites` and the due check are SQL aggregates over indexes
 (migrations.m006_scale). Record reads stream in batches of 500 (a server-side cursor on
 PostgreSQL), so an export or a dataset never holds the whole result.
+
+Beside it: query.py (which records a read asks for), export.py (export lines and the
+verdicts column written as JSON text), migrations.py, tables.py, record.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -34,97 +33,14 @@ from sqlalchemy.engine import Engine
 
 from byllm_distill.errors import NotFoundError, StoreError
 from byllm_distill.store import tables
+from byllm_distill.store.export import export_query, unique_verdicts, verdicts_text
 from byllm_distill.store.migrations import migrate
+from byllm_distill.store.query import RecordFilter, SiteSummary
 from byllm_distill.store.record import Record, new_record_id, utc_now
 from byllm_distill.validators.base import Verdict
 
-# What json.dumps(..., ensure_ascii=False) writes a string with.
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
-_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(text: str) -> str:
-    """`--since` value → ISO timestamp. Accepts `30m`, `2h`, `7d`, a date or a datetime."""
-    match = _RELATIVE.match(text.strip())
-    if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (datetime.now(UTC) - delta).isoformat(timespec="microseconds")
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise StoreError(
-            f"--since {text!r} is not understood; use e.g. 30m, 2h, 7d, 2026-11-01 "
-            "or 2026-11-01T12:00:00"
-        ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True)
-class RecordFilter:
-    site: str | None = None
-    fingerprint: str | None = None
-    model: str | None = None
-    source: str | None = None
-    status: str | None = None
-    since: str | None = None
-    ids: Sequence[str] | None = None
-    valid: bool | None = None  # True: validated and every verdict passed; False: any failed
-    version: int | None = None
-    input_hashes: Sequence[str] | None = None  # records answering these inputs
-    checked: bool | None = None  # True: an agreement with the teacher was measured
-
-    def clauses(self) -> list[Any]:
-        r = tables.records.c
-        out: list[Any] = []
-        # `records.valid` is written with the verdicts: true when every one passed, false
-        # when any failed, NULL when none are stored. `==` rather than IS, which
-        # PostgreSQL cannot match against an index.
-        if self.valid is not None:
-            if self.valid:
-                out.extend([r.status == "ok", r.valid == sa.true()])
-            else:
-                out.append(sa.or_(r.status == "error", r.valid == sa.false()))
-        for column, value in (("site", self.site), ("fingerprint", self.fingerprint),
-                              ("model", self.model), ("source", self.source),
-                              ("status", self.status)):
-            if value is not None:
-                out.append(getattr(r, column) == value)
-        if self.since is not None:
-            out.append(r.created_at >= parse_since(self.since))
-        if self.ids is not None:
-            out.append(r.id.in_(list(self.ids)))
-        if self.version is not None:
-            out.append(r.version == self.version)
-        if self.input_hashes is not None:
-            out.append(r.input_hash.in_(list(self.input_hashes)))
-        if self.checked is not None:
-            out.append(r.agreement.isnot(None) if self.checked else r.agreement.is_(None))
-        return out
-
-
-@dataclass(frozen=True)
-class SiteSummary:
-    site: str
-    fingerprint: str
-    records: int
-    models: list[str]
-    last_seen: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"site": self.site, "fingerprint": self.fingerprint, "records": self.records,
-                "models": self.models, "last_seen": self.last_seen}
-
-
 # What a Record is read from: every column but the ones the store keeps for itself.
 _RECORD_COLUMNS = [c for c in tables.records.c if c.name in {f.name for f in fields(Record)}]
-# The export's fields, in its order: whatever `Record.to_public` writes.
-_PUBLIC_FIELDS = list(Record(site="", fingerprint="", model="", messages=[], args={},
-                             latency_ms=0.0).to_public())
-# How `Record.from_row` reads a NULL JSON column, where that is not None.
-_NULL_JSON = {"usage": "{}"}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -193,7 +109,7 @@ class Store:
                                "verdicts_json": verdicts_text(r.verdicts)} for r in batch])
                 verdict_rows = [
                     {"record_id": r.id, "name": v.name, "passed": v.passed, "detail": v.detail}
-                    for r in batch for v in _unique(r.verdicts or [])
+                    for r in batch for v in unique_verdicts(r.verdicts or [])
                 ]
                 if verdict_rows:
                     conn.execute(tables.verdicts.insert(), verdict_rows)
@@ -221,7 +137,8 @@ class Store:
                 for chunk in _chunks(ids, 500):
                     conn.execute(tables.verdicts.delete().where(v.record_id.in_(chunk)))
                 rows = [{"record_id": rid, "name": x.name, "passed": x.passed, "detail": x.detail}
-                        for rid, verdicts in verdicts_by_record.items() for x in _unique(verdicts)]
+                        for rid, verdicts in verdicts_by_record.items()
+                        for x in unique_verdicts(verdicts)]
                 if rows:
                     conn.execute(tables.verdicts.insert(), rows)
                 if ids:
@@ -334,28 +251,13 @@ class Store:
 
     def iter_export_lines(self, flt: RecordFilter | None = None) -> Iterator[str]:
         """`records export`: one line of JSON per record, oldest first, with the values and
-        field order of `Record.to_public()`. JSON-valued fields are spliced in as stored
-        (compact, unparsed): decoding and re-encoding them would make export several
-        times slower. Streams like `iter_records`."""
-        names = [name for name in _PUBLIC_FIELDS if name != "verdicts"]
-        query = (sa.select(*(tables.records.c[name] for name in names),
-                           tables.records.c.verdicts_json)
-                 .where(*(flt or RecordFilter()).clauses()).order_by(tables.records.c.id))
-        heads = [json.dumps(name) + ": " for name in names]
-        writers = [functools.partial(_stored_json, _NULL_JSON.get(name, "null"))
-                   if name in tables.JSON_COLUMNS else _json_str
-                   if isinstance(tables.records.c[name].type, sa.String) else _json_scalar
-                   for name in names]
-        verdicts_at = _PUBLIC_FIELDS.index("verdicts")
+        field order of `Record.to_public()` (export.py). Streams like `iter_records`."""
+        query, line = export_query((flt or RecordFilter()).clauses())
         with self._read() as conn:
             result = conn.execute(query.execution_options(stream_results=True))
             try:
                 while rows := result.fetchmany(500):
-                    for *row, verdicts in rows:
-                        out = [head + write(value)
-                               for head, write, value in zip(heads, writers, row, strict=True)]
-                        out.insert(verdicts_at, '"verdicts": ' + (verdicts or "[]"))
-                        yield "{" + ", ".join(out) + "}"
+                    yield from map(line, rows)
             finally:
                 result.close()
 
@@ -447,59 +349,15 @@ class Store:
                 for (s, f), e in grouped.items()]
 
 
-def _unique(verdicts: list[Verdict]) -> list[Verdict]:
-    """One verdict per name (the first), as the table's key requires."""
-    seen: dict[str, Verdict] = {}
-    for verdict in verdicts:
-        seen.setdefault(verdict.name, verdict)
-    return list(seen.values())
-
-
 def _inline(ids: list[str]) -> Any:
     """A batch's ids for an IN list, written into the statement as quoted literals: bound
     one by one, 500 parameters cost psycopg and PostgreSQL more than the lookup itself."""
     return sa.bindparam("ids", ids, expanding=True, literal_execute=True)
 
 
-def _stored_json(null: str, text: str | None) -> str:
-    return null if text is None else text
-
-
-def _json_str(value: str | None) -> str:
-    return "null" if value is None else _encode_str(value)
-
-
-def _json_scalar(value: Any) -> str:
-    """`json.dumps(value, ensure_ascii=False)` for a column's str, int, float or None,
-    without its per-call overhead."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return _encode_str(value)
-    if type(value) is bool:
-        return "true" if value else "false"
-    if type(value) is int:
-        return int.__repr__(value)
-    if type(value) is float and math.isfinite(value):
-        return float.__repr__(value)
-    return json.dumps(value)
-
-
-def verdicts_text(verdicts: list[Verdict] | None) -> str | None:
-    """`records.verdicts_json`: the verdicts by name (one per name, as stored), written as
-    `json.dumps([asdict(v) ...], ensure_ascii=False)` would; None when there are none."""
-    unique = sorted(_unique(verdicts or []), key=lambda v: v.name)
-    if not unique:
-        return None
-    heads = [json.dumps(f.name) + ": " for f in fields(Verdict)]
-    items = ("{" + ", ".join(head + _json_scalar(getattr(v, f.name)) for head, f in
-                             zip(heads, fields(Verdict), strict=True)) + "}" for v in unique)
-    return "[" + ", ".join(items) + "]"
-
-
 def _validity(verdicts: list[Verdict] | None) -> bool | None:
     """`records.valid` for the verdicts that will be stored."""
-    stored = _unique(verdicts or [])
+    stored = unique_verdicts(verdicts or [])
     return all(v.passed for v in stored) if stored else None
 
 

@@ -129,5 +129,14 @@ versions = sa.Table(
     sa.Column("created_at", sa.String(40)),
 )
 
+locks = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(128)),
+    sa.Column("acquired_at", sa.String(40)),
+    sa.Column("heartbeat_at", sa.String(40)),
+)
+
 # Columns holding JSON text; decoded when a record is read back.
 JSON_COLUMNS = ("messages", "schema", "args", "output", "usage")

@@ -32,7 +32,8 @@ from byllm_distill.store import Store
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
 from byllm_distill.training.base_model import load_tokenizer, resolve_base
-from byllm_distill.training.dataset import Dataset, build_dataset, prompt_format
+from byllm_distill.training.chat import prompt_format
+from byllm_distill.training.dataset import Dataset, build_dataset
 from byllm_distill.training.export import (
     PREPARE_COMMAND,
     QUANT_TYPES,

@@ -37,7 +37,8 @@ from byllm_distill.training.base_model import (
     load_tokenizer,
     resolve_base,
 )
-from byllm_distill.training.dataset import Dataset, Example, prompt_format
+from byllm_distill.training.chat import prompt_format
+from byllm_distill.training.dataset import Dataset, Example
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # The default budget when neither steps nor epochs is given: two passes, at most 800 steps
