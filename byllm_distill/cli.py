@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
+from byllm_distill.cli_groups import MainGroup
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import StoreError
 from byllm_distill.store import RecordFilter, Store
@@ -44,7 +45,7 @@ def _filter(site: str | None, model: str | None, source: str | None, status: str
                         valid=valid)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="byllm-distill")
 def main() -> None:
     """Capture byLLM calls per call site and distil them into small local models."""
@@ -191,7 +192,7 @@ def sites(as_json: bool) -> None:
 
 @main.group()
 def records() -> None:
-    """List, show and export captured records."""
+    """List, show, export and re-validate captured records."""
 
 
 @records.command("list")
@@ -254,68 +255,6 @@ def validate(**filters: Any) -> None:
                f"{failed} fail at least one.")
 
 
-@main.group()
-def rpg() -> None:
-    """The RPG level-generation showcase: corpus runs and map rendering."""
-
-
-@rpg.command("generate")
-@click.option("--runs", default=20, show_default=True, help="Independent runs (games).")
-@click.option("--levels-per-run", default=5, show_default=True,
-              help="Levels per run; difficulty rises 1, 2, 3, ... within a run.")
-@click.option("--seed", default=0, show_default=True,
-              help="Seed for sizes and the offline teacher.")
-@click.option("--teacher", help="litellm model name (e.g. gpt-4o) instead of the offline "
-                                "designer; needs that provider's API key in the environment.")
-@click.option("--teacher-errors", type=click.FloatRange(0.0, 1.0), default=None,
-              help="Simulation: give this seeded fraction of the offline designer's answers "
-                   "a mistake hosted models make (e.g. 0.15); validators flag each one.")
-@friendly_errors
-def rpg_generate(runs: int, levels_per_run: int, seed: int, teacher: str | None,
-                 teacher_errors: float | None) -> None:
-    """Fill the store with a corpus of captured levels and maps, then summarise it."""
-    from byllm_distill.rpg.corpus import generate_corpus
-
-    if runs < 1 or levels_per_run < 1:
-        raise click.BadParameter("--runs and --levels-per-run must be at least 1")
-    if teacher and teacher_errors:
-        raise click.BadParameter("--teacher-errors simulates mistakes of the offline "
-                                 "designer; a hosted --teacher makes its own.")
-    summary = generate_corpus(runs, levels_per_run, seed=seed, teacher=teacher,
-                              teacher_errors=teacher_errors)
-    for line in summary.lines():
-        click.echo(line)
-
-
-@rpg.command("show")
-@click.argument("record_id")
-@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also draw the map to this PNG file.")
-@friendly_errors
-def rpg_show(record_id: str, png: Path | None) -> None:
-    """Render a captured map (or print a captured level) from the store."""
-    from byllm_distill.rpg.render import to_ascii, to_png
-
-    record = open_store().get_record(record_id)
-    output = record.output
-    if not isinstance(output, dict) or "player_pos" not in output:
-        click.echo(json.dumps(output, indent=2))
-        if png is not None:
-            raise click.ClickException(f"record {record.id} is a {record.site} answer, not a "
-                                       "map; pick a create_next_map record for --png.")
-        return
-    level = output.get("level", {})
-    click.echo(f"{record.site}  {record.id}  ({record.source}, {record.model})")
-    click.echo(f"{level.get('name', '?')}: difficulty {level.get('difficulty')}, "
-               f"{len(output.get('enemies', []))} enemies, {len(output.get('walls', []))} walls")
-    click.echo(to_ascii(output))
-    for verdict in record.verdicts or []:
-        if not verdict.passed:
-            click.echo(f"FAILED {verdict.name}: {verdict.detail}")
-    if png is not None:
-        click.echo(f"wrote {to_png(output, png)}")
-
-
 def _write_lines(lines: Iterator[str], fh: Any) -> int:
     n = 0
     for line in lines:
@@ -325,13 +264,18 @@ def _write_lines(lines: Iterator[str], fh: Any) -> int:
 
 
 # Command families kept in their own modules (they import this one's helpers).
+from byllm_distill import tasks as _tasks  # noqa: E402
 from byllm_distill.cli_eval import register as _register_eval  # noqa: E402
+from byllm_distill.cli_groups import register as _register_groups  # noqa: E402
 from byllm_distill.cli_lifecycle import register as _register_lifecycle  # noqa: E402
 from byllm_distill.cli_student import register as _register_student  # noqa: E402
 
 _register_eval(main)
 _register_lifecycle(main)
 _register_student(main)
+for _command in _tasks.load().commands:  # task plug-ins' own commands (`rpg`)
+    main.add_command(_command)
+_register_groups(main)  # last: the groups reuse the commands above
 
 if __name__ == "__main__":
     main()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import click
 
-from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.config import DistillConfig, load_config, with_overrides
 from byllm_distill.errors import DistillError
 from byllm_distill.store import Store
 
@@ -26,11 +27,31 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def get_config() -> DistillConfig:
+def get_config(**overrides: object) -> DistillConfig:
+    """The configuration, with any `config_options` the command was given."""
     try:
-        return load_config()
+        return with_overrides(load_config(), overrides)
     except DistillError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def config_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for these `DistillConfig` fields: `--quiet-hours` for `quiet_hours`,
+    with the field's own help and environment variable, so the config stays the one
+    place a setting is described. Unset options keep the configured value; pass the
+    command's values on to `get_config(**...)`."""
+    by_name = {f.name: f for f in fields(DistillConfig)}
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            meta = by_name[name].metadata
+            env = f" [env {meta['env']}]" if meta.get("env") else ""
+            func = click.option(f"--{name.replace('_', '-')}", name, default=None,
+                                metavar="VALUE", help=f"{meta.get('help', '')} Default: "
+                                f"the configured value (jac.toml){env}.")(func)
+        return func
+
+    return decorate
 
 
 def open_store() -> Store:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from byllm_distill.cli_common import criteria_lines, friendly_errors, get_config, open_store
+from byllm_distill.cli_common import (
+    config_options,
+    criteria_lines,
+    friendly_errors,
+    get_config,
+    open_store,
+)
 from byllm_distill.registry import SiteRegistry
 from byllm_distill.store.events import site_events
 
@@ -153,9 +158,10 @@ def register(main: click.Group) -> None:
                        "a GPU is visible).")
     @click.option("--held-lock", hidden=True,
                   help="Set by auto_train: the store lock this worker holds while it runs.")
+    @config_options("retrain_after", "quiet_hours", "max_load", "train_steps")
     @friendly_errors
     def worker(once: bool, poll: float, site: str | None, device: str | None,
-               held_lock: str | None) -> None:
+               held_lock: str | None, **settings: Any) -> None:
         """Train due sites in quiet windows, one job at a time at low priority."""
         from byllm_distill.lifecycle import JobReport, Worker
 
@@ -176,9 +182,7 @@ def register(main: click.Group) -> None:
             else:
                 click.echo(result)
 
-        config = get_config()
-        if device is not None:
-            config = replace(config, train_device=device)
+        config = get_config(**settings, train_device=device)
         worker = Worker(config)
         if held_lock is None:
             worker.run(once=once, poll_s=poll, site=site, on_step=show)

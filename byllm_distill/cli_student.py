@@ -36,14 +36,13 @@ def _parse_json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _show(output: Any) -> str:
-    if isinstance(output, dict) and "player_pos" in output:
-        from byllm_distill.rpg.render import to_ascii
+def _show(site: str, output: Any) -> str:
+    """An answer as its task draws it (tasks.py: a map as tiles), else as JSON."""
+    from byllm_distill.tasks import render_text
 
-        try:
-            return to_ascii(output)
-        except ValueError:
-            pass
+    text = render_text(site, output)
+    if text is not None:
+        return text
     return output if isinstance(output, str) else json.dumps(output, indent=2)
 
 
@@ -171,7 +170,7 @@ def register(main: click.Group) -> None:
             why = ("its items kept failing the site's checks, so it stopped"
                    if generation.finish_reason == "rejected" else "it does not decode")
             raise DistillError(f"no usable student answer, {why}:\n{generation.raw}")
-        click.echo(_show(generation.output))
+        click.echo(_show(site, generation.output))
         near = nearest_record(open_store(), site, args)
         if near is None:
             click.echo("no teacher record to compare with.")
@@ -180,4 +179,4 @@ def register(main: click.Group) -> None:
         click.echo(f"\nnearest teacher record {record.id} (argument similarity {score:.2f}, "
                    f"{record.model}):")
         click.echo(json.dumps(record.args, sort_keys=True))
-        click.echo(_show(record.output))
+        click.echo(_show(site, record.output))

@@ -186,7 +186,8 @@ class DistillConfig:
         "help": "Extra validator plugins as 'module:function' (each gets the registry), "
                 "comma-separated in the environment.", "env": "BYLLM_DISTILL_VALIDATORS"})
     disabled_validators: tuple[str, ...] = field(default=(), metadata={
-        "help": "Validator entry points not to load, by name (e.g. 'rpg').",
+        "help": "Plug-ins whose validators are not loaded, by name (e.g. 'rpg'; the "
+                "task's metrics and commands stay).",
         "env": "BYLLM_DISTILL_DISABLED_VALIDATORS"})
     defaults: SiteSettings = field(default_factory=SiteSettings, metadata={"help": "", "env": ""})
     sites: dict[str, SiteSettings] = field(default_factory=dict, metadata={"help": "", "env": ""})
@@ -379,3 +380,12 @@ def load_config(start: Path | None = None, environ: dict[str, str] | None = None
             values[f.name] = _coerce(f.name, env[var], f"environment variable {var}")
     values.setdefault("home", root / DATA_DIR_NAME)
     return DistillConfig(**values)  # type: ignore[arg-type]
+
+
+def with_overrides(config: DistillConfig, values: dict[str, object],
+                   origin: str = "command line") -> DistillConfig:
+    """`config` with the given settings replaced (command-line options named after
+    `DistillConfig` fields), coerced and validated as configured values are."""
+    given = {name: _coerce(name, value, f"{origin} --{name.replace('_', '-')}")
+             for name, value in values.items() if value is not None}
+    return replace(config, **given) if given else config  # type: ignore[arg-type]

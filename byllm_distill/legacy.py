@@ -11,18 +11,33 @@ every version made or fetched after the import is in the store already.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from byllm_distill.artifacts import ArtifactError
 from byllm_distill.errors import StoreError
-from byllm_distill.store import tables
+from byllm_distill.site_state import SiteState
+from byllm_distill.store import Store, tables
 from byllm_distill.store.record import utc_now
 
-if TYPE_CHECKING:
-    from byllm_distill.registry import SiteRegistry
+
+class SiteRegistry(Protocol):
+    """The parts of registry.SiteRegistry an import uses."""
+
+    site: str
+    dirname: str
+    root: Path
+    versions_dir: Path
+    shared: Any
+    store: Store
+
+    def _locked(self) -> AbstractContextManager[None]: ...
+
+    def _db(self, write: bool = False) -> AbstractContextManager[Any]: ...
+
 
 _imported: set[tuple[str, str]] = set()  # (site folder, store URL) imported
 
@@ -71,8 +86,6 @@ def _import_version(registry: SiteRegistry, number: int, folder: Path) -> None:
             raise  # else another process imported it first
 
 def _import_state(registry: SiteRegistry, legacy: Path) -> None:
-    from byllm_distill.registry import SiteState
-
     s = tables.site_state.c
     try:
         data = json.loads(legacy.read_text())

@@ -47,8 +47,9 @@ def evaluate_heldout(store: Store, site: str, version: Version,
     records (validators + agreement with the teacher) and summarise them. An input the
     teacher was asked several times is answered once: the gate's bounds count independent
     inputs, and the teacher's other answers to it are its repeats."""
+    from byllm_distill.runtime.answer import engine_loader, student_label
     from byllm_distill.runtime.engine import unload
-    from byllm_distill.scoring import answer_with_student, engine_loader, student_label
+    from byllm_distill.scoring import answer_with_student
 
     ids = version.manifest.get("dataset", {}).get("heldout_ids") or []
     first: dict[str, Record] = {}

@@ -35,7 +35,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ from byllm_distill.artifacts import (
 )
 from byllm_distill.errors import DistillError, NotFoundError, StoreError
 from byllm_distill.legacy import import_local
+from byllm_distill.site_state import MODES, SiteState, Version
 from byllm_distill.store import tables
 from byllm_distill.store.record import utc_now
 from byllm_distill.store.store import error_reason
@@ -63,7 +64,6 @@ __all__ = ["MODES", "ArtifactError", "ArtifactUnavailable", "SiteRegistry", "Sit
            "Version", "file_manifest", "sha256_file", "site_dirname", "state_generation",
            "verify_files"]
 
-MODES = ("teacher", "shadow", "student")
 _generation = 0  # bumped by every state change this process makes (see `state_generation`)
 _generation_lock = threading.Lock()
 
@@ -76,30 +76,6 @@ def state_generation() -> int:
     """A counter of this process's own state changes: a cache of site states that saw
     this value unchanged has missed no change made here (others' changes need a re-read)."""
     return _generation
-
-
-@dataclass(frozen=True)
-class SiteState:
-    mode: str = "teacher"
-    active: int | None = None
-    pinned: str | None = None  # "teacher" or a version number as text
-    fingerprint: str | None = None  # contract the active version was trained on
-    previous: list[int] = field(default_factory=list)  # earlier active versions, newest last
-    updated_at: str = ""
-
-    def pinned_version(self) -> int | None:
-        return int(self.pinned) if self.pinned not in (None, "teacher") else None
-
-
-@dataclass(frozen=True)
-class Version:
-    number: int
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def gguf(self) -> Path:
-        return self.path / self.manifest.get("gguf", "model.gguf")
 
 
 class SiteRegistry:

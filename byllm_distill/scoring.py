@@ -24,13 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from byllm_distill.agreement import agreement
-from byllm_distill.errors import DistillError, NotFoundError
 from byllm_distill.serialize import to_jsonable
 from byllm_distill.store.record import Record
 from byllm_distill.validators import registry as validators
 
 if TYPE_CHECKING:
-    from byllm_distill.registry import Version
     from byllm_distill.store import Store
 
 StudentAnswer = Callable[[dict[str, Any]], tuple[Any, float] | Any]
@@ -49,31 +47,6 @@ def agreement_with(answer: Any, reference: Any) -> float:
     """The agreement of an answer with the teacher's (JSON values or byLLM objects), as
     records store it (the router's later teacher checks set it with this too)."""
     return round(agreement(to_jsonable(answer), to_jsonable(reference)), 4)
-
-
-def student_label(site: str, version: Version) -> str:
-    """The model name evaluation records carry, as the worker's held-out evaluation does."""
-    return f"student:{site}@v{version.number}"
-
-
-def engine_loader(site: str, version: Version) -> StudentAnswer:
-    """Answer with the version's GGUF through the runtime engine (grammar-bound, greedy)."""
-    try:
-        from byllm_distill.runtime.engine import engine_for
-
-        engine = engine_for(site, folder=version.path, version=version.number)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").startswith("byllm_distill"):
-            raise NotFoundError(f"no trained student for {site}; run `byllm-distill train "
-                                f"{site}` (the student runtime is not installed).") from exc
-        raise DistillError(f"the student runtime needs {exc.name}; install it with "
-                           "`pip install 'byllm-distill[serve]'`.") from exc
-
-    def answer(args: dict[str, Any]) -> tuple[str, float]:
-        generation = engine.generate(args)
-        return generation.text, 1000 * generation.seconds
-
-    return answer
 
 
 def answer_with_student(teacher: Sequence[Record], answer: StudentAnswer, model: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -38,6 +39,33 @@ def test_help_on_every_command() -> None:
         assert result.exit_code == 0 and "Usage:" in result.output, args
 
 
+def test_noun_verb_groups_run_the_same_commands_as_their_flat_aliases(
+        distill_home: Path) -> None:
+    from byllm_distill.cli_groups import GROUPS, RECORD_VERBS
+
+    _fill()
+    runner = CliRunner()
+    for noun, (_, verbs) in GROUPS.items():
+        for verb, flat in verbs.items():
+            grouped = runner.invoke(main, [noun, verb, "--help"])
+            assert grouped.exit_code == 0 and f"Usage: main {noun} {verb}" in grouped.output
+            assert grouped.output.split("\n", 1)[1] == runner.invoke(
+                main, [flat, "--help"]).output.split("\n", 1)[1]  # same options and help
+    for verb in RECORD_VERBS:
+        assert runner.invoke(main, ["records", verb, "--help"]).exit_code == 0
+    assert runner.invoke(main, ["site", "list", "--json"]).output == runner.invoke(
+        main, ["sites", "--json"]).output
+    assert json.loads(runner.invoke(main, ["site", "list", "--json"]).output)
+    listed = runner.invoke(main, ["version", "list", "game.make_map", "--json"])
+    assert listed.exit_code == 0 and listed.output == runner.invoke(
+        main, ["models", "game.make_map", "--json"]).output
+    overview = runner.invoke(main, ["--help"]).output
+    commands, aliases = overview.split("Aliases")
+    assert all(f"  {noun} " in commands for noun in GROUPS)
+    assert "  sites " not in commands and "= site list" in aliases
+    assert "= version list" in aliases and "= records validate" in aliases
+
+
 def test_status_sites_list_show(distill_home: Path) -> None:
     records = _fill()
     runner = CliRunner()
@@ -68,3 +96,23 @@ def test_export_jsonl_stable_fields_and_filters(distill_home: Path, tmp_path: Pa
     assert only["error"] == "boom"
     bad = runner.invoke(main, ["records", "export", "--since", "someday"])
     assert bad.exit_code == 1 and "not understood" in bad.output
+
+
+def test_worker_options_come_from_the_config_fields(distill_home: Path) -> None:
+    from datetime import datetime
+
+    from byllm_distill.config import DistillConfig
+
+    runner = CliRunner()
+    text = runner.invoke(main, ["worker", "--help"]).output
+    help_of = {f.name: f.metadata["help"] for f in fields(DistillConfig)}
+    flat = " ".join(text.split())
+    for name in ("retrain_after", "quiet_hours", "max_load", "train_steps"):
+        assert f"--{name.replace('_', '-')}" in text and " ".join(help_of[name].split()) in flat
+    hour = datetime.now().hour
+    outside = f"{(hour + 2) % 24}-{(hour + 3) % 24}"
+    waited = runner.invoke(main, ["worker", "--once", "--quiet-hours", outside])
+    assert waited.exit_code == 0 and f"outside quiet hours {outside}" in waited.output
+    assert "nothing to do" in runner.invoke(main, ["worker", "--once"]).output
+    bad = runner.invoke(main, ["worker", "--once", "--max-load", "lots"])
+    assert bad.exit_code == 1 and "--max-load" in bad.output and "must be a number" in bad.output

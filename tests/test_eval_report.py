@@ -31,9 +31,9 @@ from byllm_distill.evaluation import (
     pair_records,
 )
 from byllm_distill.evaluation.metrics import teacher_cost
-from byllm_distill.evaluation.rpg_metrics import memorisation, pattern_distance
 from byllm_distill.evaluation.run import evaluate_site
 from byllm_distill.registry import SiteRegistry, Version, file_manifest
+from byllm_distill.rpg.report_metrics import memorisation, pattern_distance
 from byllm_distill.serialize import dumps_canonical
 from byllm_distill.stats import krippendorff_alpha, mean_ci, percentile
 from byllm_distill.store import Record, RecordFilter, Store

@@ -408,3 +408,37 @@ def test_serving_fits_long_inputs_to_the_budget_and_evaluates_a_prompt_once(trai
         assert len(set(drawn)) == 1
     finally:
         unload()
+
+
+def test_concurrent_callers_each_get_the_answer_to_their_own_input(trained) -> None:
+    """Callers on threads share one engine; each answer (guided decoding and redraws
+    included) is exactly what that input gets alone with the same seed: no cross-talk."""
+    import threading
+
+    from byllm_distill.runtime.engine import engine_for, unload
+
+    _, store, version = trained
+    inputs = [store.get_record(rid).args for rid in version.manifest["dataset"]["heldout_ids"]]
+    inputs = inputs[:4]
+    assert len({json.dumps(a, sort_keys=True) for a in inputs}) == len(inputs) >= 3
+    try:
+        engine = engine_for(SITE, folder=version.path)
+        alone = [engine.generate(a, seed=i).raw for i, a in enumerate(reversed(inputs))][::-1]
+        together: dict[int, str] = {}
+        errors: list[BaseException] = []
+
+        def call(i: int) -> None:
+            try:
+                together[i] = engine.generate(inputs[i], seed=len(inputs) - 1 - i).raw
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        assert not errors and [together[i] for i in range(len(inputs))] == alone
+        assert engine.expected_wait_ms() == 0.0  # nobody waiting once all have answered
+    finally:
+        unload()

@@ -10,24 +10,21 @@ gate and the rollback check judge against the teacher's split-half baseline.
 Metrics are registered against a call-site pattern, an exact key or a glob, exactly like
 validators (validators/registry.py).
 
-Other packages add theirs through the `byllm_distill.metrics` entry-point group: each entry
-point names a function `register(registry: MetricRegistry) -> None`, called once when the
-registry is first used. The RPG metrics of this package are registered the same way, from
-`BUILTIN_PLUGINS`, so they work without reinstalling the package; registering the same
-(pattern, name) twice keeps the first.
+Other packages add theirs as task plug-ins (tasks.py), loaded the first time the
+registry is used; the RPG showcase's are in rpg/report_metrics.py, registered by
+rpg/plugin.py. Registering the same (pattern, name) twice keeps the first.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from byllm_distill import tasks
 
 if TYPE_CHECKING:
     from byllm_distill.evaluation.pairing import EvalData
@@ -35,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("byllm_distill")
 
-ENTRY_POINT_GROUP = "byllm_distill.metrics"
-BUILTIN_PLUGINS = ("byllm_distill.evaluation.rpg_metrics:register",)
 
 
 @dataclass(frozen=True)
@@ -53,7 +48,6 @@ class MetricRegistry:
     def __init__(self) -> None:
         self._by_pattern: list[tuple[str, TaskMetric]] = []
         self._loaded = False
-        self._lock = threading.Lock()
 
     def register(self, pattern: str, metric: TaskMetric) -> None:
         """Evaluate every site matching `pattern` with `metric` too."""
@@ -89,26 +83,12 @@ class MetricRegistry:
         return out
 
     def _load_plugins(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if self._loaded:
-                return
-            loaders: list[tuple[str, Callable[[], Any]]] = [
-                (spec, lambda spec=spec: _import(spec)) for spec in BUILTIN_PLUGINS
-            ]
-            loaders += [(ep.name, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)]
-            for name, load in loaders:
-                try:
-                    load()(self)
-                except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop others
-                    log.warning("byllm-distill: metric plugin %r failed to load: %s", name, exc)
+        """The task plug-ins, at first use (tasks.py); a registry made apart (tests) gets
+        none."""
+        if not self._loaded:
+            if self is registry:
+                tasks.load("metrics", self)
             self._loaded = True
-
-
-def _import(spec: str) -> Callable[[MetricRegistry], None]:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 registry = MetricRegistry()

@@ -34,7 +34,8 @@ from byllm_distill.evaluation.pairing import (
 )
 from byllm_distill.evaluation.report import build_report
 from byllm_distill.registry import SiteRegistry, Version, site_dirname
-from byllm_distill.scoring import StudentAnswer, answer_with_student, engine_loader, student_label
+from byllm_distill.runtime.answer import engine_loader, student_label
+from byllm_distill.scoring import StudentAnswer, answer_with_student
 from byllm_distill.store import Record, RecordFilter, Store
 
 StudentLoader = Callable[[str, Version], StudentAnswer]

@@ -1,6 +1,6 @@
 """Registers the RPG checks (checks.py) for the showcase's two call sites.
 
-Loaded through the `byllm_distill.validators` entry point. The patterns are globs on the
+Registered by the RPG task plug-in (plugin.py). The patterns are globs on the
 function name, so any Jaseci-compatible RPG program (whatever its module) is checked.
 """
 

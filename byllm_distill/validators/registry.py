@@ -6,11 +6,11 @@ registered against a call-site pattern: an exact key (`rpg.create_next_map`) or 
 (`*.create_next_map`, handy because a program run as `__main__` is keyed by its file
 stem). Generic validators (generic.py) apply to every site.
 
-Other packages add theirs through the `byllm_distill.validators` entry-point group: each
-entry point names a function `register(registry: ValidatorRegistry) -> None`, called once
-when the registry is first used. A project can also list such functions without packaging
-them (`validators = ["myproject.checks:register"]` in `[plugins.distill]`) and switch an
-entry point off by name (`disabled_validators = ["rpg"]`).
+Other packages add theirs as task plug-ins (tasks.py: one hook shape and one loader for
+validators, metrics and renderers), loaded the first time the registry is used. A
+project can also list validator functions `register(registry: ValidatorRegistry)`
+without packaging them (`validators = ["myproject.checks:register"]` in
+`[plugins.distill]`) and switch a plug-in off by name (`disabled_validators = ["rpg"]`).
 
 Prefix checks. A validator may name verdicts that are *prefix-closed*: checked on an answer
 whose arrays are cut short, such a verdict that fails fails for every way of finishing
@@ -23,14 +23,11 @@ verdicts ("exactly N enemies") are not prefix-closed and must not be named.
 from __future__ import annotations
 
 import fnmatch
-import functools
-import importlib
 import logging
-import threading
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
+from byllm_distill import tasks
 from byllm_distill.validators.base import Verdict
 
 if TYPE_CHECKING:
@@ -39,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("byllm_distill")
 
 Validator = Callable[["Record"], Iterable[Verdict]]
-ENTRY_POINT_GROUP = "byllm_distill.validators"
 
 
 class ValidatorRegistry:
@@ -47,7 +43,6 @@ class ValidatorRegistry:
         self._by_pattern: list[tuple[str, Validator]] = []
         self._prefix_closed: dict[Validator, frozenset[str]] = {}
         self._loaded = False
-        self._lock = threading.Lock()
 
     def register(self, pattern: str, validator: Validator,
                  prefix_closed: Iterable[str] = ()) -> None:
@@ -97,41 +92,12 @@ class ValidatorRegistry:
         return verdicts
 
     def _load_entry_points(self) -> None:
-        if self._loaded:
-            return
-        with self._lock:
-            if self._loaded:
-                return
-            extra, disabled = _configured_plugins()
-            loaders = [(ep.name, ep.load) for ep in entry_points(group=ENTRY_POINT_GROUP)
-                       if ep.name not in disabled]
-            loaders += [(spec, functools.partial(_import, spec)) for spec in extra]
-            for name, load in loaders:
-                try:
-                    load()(self)
-                except Exception as exc:  # noqa: BLE001 - one bad plugin must not stop others
-                    log.warning("byllm-distill: validator plugin %r failed to load: %s",
-                                name, exc)
+        """The task plug-ins, at first use (tasks.py); a registry made apart (tests) gets
+        none."""
+        if not self._loaded:
+            if self is registry:
+                tasks.load("validators", self)
             self._loaded = True
-
-
-def _configured_plugins() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from byllm_distill.config import load_config
-    from byllm_distill.errors import ConfigError
-
-    try:
-        config = load_config()
-    except ConfigError as exc:
-        log.warning("byllm-distill: validator settings ignored: %s", exc)
-        return (), ()
-    return config.validators, config.disabled_validators
-
-
-def _import(spec: str) -> Callable[[ValidatorRegistry], None]:
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ValueError(f"{spec!r} is not 'module:function'")
-    return getattr(importlib.import_module(module), attr)
 
 
 registry = ValidatorRegistry()
