@@ -33,7 +33,7 @@ from contextlib import contextmanager
 
 from byllm_distill.config import DistillConfig
 from byllm_distill.errors import DistillError
-from byllm_distill.scheduler import due_sites, quiet_now, retry_info
+from byllm_distill.scheduler import quiet_now, trainable_sites
 from byllm_distill.store import Store, locks
 from byllm_distill.store.events import log_event
 from byllm_distill.store.jobs import JobQueue
@@ -68,8 +68,9 @@ class AutoTrain:
     def _check(self, store: Store) -> str | None:
         if not quiet_now(self.config)[0]:
             return None
-        due = [info.site for info in due_sites(store, self.config) if self._trainable(store,
-                                                                                   info.site)]
+        queue = JobQueue(store)
+        due = [info.site for info in trainable_sites(store, self.config, queue)
+               if not any(job.status == "running" for job in queue.list(site=info.site, limit=5))]
         if not due:
             return None
         token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -85,12 +86,6 @@ class AutoTrain:
         log.warning("byllm-distill: %s due for training; started a worker (pid %d, output in "
                     "%s).", ", ".join(due), pid, self.config.data_dir / "auto-train.log")
         return token
-
-    def _trainable(self, store: Store, site: str) -> bool:
-        queue = JobQueue(store)
-        if retry_info(queue, self.config, site).waiting():
-            return False
-        return not any(job.status == "running" for job in queue.list(site=site, limit=5))
 
 
 def start_worker(config: DistillConfig, token: str) -> int:

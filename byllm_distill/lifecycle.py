@@ -32,7 +32,7 @@ from typing import Any
 from byllm_distill.config import DistillConfig
 from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
 from byllm_distill.registry import SiteRegistry, SiteState, Version
-from byllm_distill.scheduler import due_sites, quiet_now, retry_info
+from byllm_distill.scheduler import quiet_now, retry_info, trainable_sites
 from byllm_distill.store import Record, RecordFilter, Store
 from byllm_distill.store.events import log_event, site_events
 from byllm_distill.store.jobs import Job, JobQueue
@@ -270,9 +270,7 @@ class Worker:
     def enqueue_due(self) -> list[str]:
         """Queue every due site that is not backing off after a failure."""
         queued = []
-        for info in due_sites(self.store, self.config):
-            if retry_info(self.queue, self.config, info.site).waiting():
-                continue
+        for info in trainable_sites(self.store, self.config, self.queue):
             if self.queue.enqueue(info.site) is not None:
                 queued.append(info.site)
         return queued

@@ -63,6 +63,12 @@ def due_sites(store: Store, config: DistillConfig) -> list[DueInfo]:
     return [info for info in (due_info(store, config, s) for s in sites) if info.due]
 
 
+def trainable_sites(store: Store, config: DistillConfig, queue: JobQueue) -> list[DueInfo]:
+    """Due sites that are not backing off after failures: what a worker may queue now."""
+    return [info for info in due_sites(store, config)
+            if not retry_info(queue, config, info.site).waiting()]
+
+
 def quiet_now(config: DistillConfig, now: datetime | None = None,
               load: float | None = None) -> tuple[bool, str]:
     """Whether training may start now, and why not if it may not."""

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from byllm_distill.store import tables
-from byllm_distill.store.record import new_record_id, utc_now
+from byllm_distill.store.record import new_record_id, utc_ago, utc_now
 from byllm_distill.store.store import Store
 
 
@@ -114,7 +113,7 @@ class JobQueue:
 
     def requeue_stale(self, stale_after: float) -> int:
         """Put running jobs with an old heartbeat back in the queue; returns how many."""
-        cutoff = (datetime.now(UTC) - timedelta(seconds=stale_after)).isoformat()
+        cutoff = utc_ago(stale_after)
         with self.store.engine.begin() as conn:
             return conn.execute(tables.jobs.update().where(
                 self.c.status == "running", self.c.heartbeat_at < cutoff

@@ -9,12 +9,10 @@ when done (`release`). Each step is one statement, atomic on SQLite and PostgreS
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import sqlalchemy as sa
 
 from byllm_distill.store import tables
-from byllm_distill.store.record import utc_now
+from byllm_distill.store.record import utc_ago, utc_now
 from byllm_distill.store.store import Store
 
 c = tables.locks.c
@@ -23,8 +21,7 @@ c = tables.locks.c
 def acquire(store: Store, name: str, holder: str, stale_after: float) -> bool:
     """Take the lock for `holder`; False when a living holder has it."""
     now = utc_now()
-    cutoff = (datetime.now(UTC) - timedelta(seconds=stale_after)).isoformat(
-        timespec="microseconds")
+    cutoff = utc_ago(stale_after)
     try:
         with store.engine.begin() as conn:
             conn.execute(tables.locks.insert().values(name=name, holder=holder,

@@ -12,7 +12,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from byllm_distill.serialize import dumps_canonical
@@ -37,6 +37,11 @@ def input_hash(site: str, args: Any) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def utc_ago(seconds: float) -> str:
+    """`utc_now()` of `seconds` ago, comparable with it as text (heartbeat cutoffs)."""
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds")
 
 
 @dataclass
