@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import click
@@ -54,6 +55,36 @@ def config_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return decorate
 
 
+def field_options(cls: type, *names: str, flags: dict[str, str] | None = None,
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for these fields of the dataclass `cls` (`TrainConfig`, `DemoOptions`):
+    the field's default, type and `help` metadata (`choices` too, when it has them), so
+    the dataclass stays the one place an option is described. `flags` gives a field
+    another flag (`{"learning_rate": "--lr"}`); the command gets each value by field name."""
+    import typing
+    from dataclasses import MISSING
+
+    from byllm_distill.config import base_type
+
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            f, kind = by_name[name], base_type(hints[name])
+            default = None if f.default is MISSING else f.default
+            flag = (flags or {}).get(name) or f"--{name.replace('_', '-')}"
+            extra: dict[str, Any] = {"is_flag": True} if kind is bool else {"type": (
+                click.Choice(f.metadata["choices"]) if "choices" in f.metadata
+                else click.Path(file_okay=False, path_type=Path) if kind is Path else kind)}
+            func = click.option(flag, name, default=default, help=f.metadata.get("help", ""),
+                                show_default=default is not None and default is not False,
+                                **extra)(func)
+        return func
+
+    return decorate
+
+
 def open_store() -> Store:
     return Store(get_config().database_url)
 
@@ -69,3 +100,24 @@ def criteria_lines(criteria: list[dict[str, Any]]) -> list[str]:
         lines.append(f"{mark} {x['name']:<28} value {num(x.get('value')):>7}  bound "
                      f"{num(x.get('bound')):>7}  bar {num(x.get('bar')):>6}  n {x.get('n')}")
     return lines
+
+
+def progress_bars() -> Callable[[Any], None]:
+    """A progress callback (progress.py) that draws one tqdm bar per task on stderr, closed
+    when its task is done."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def show(step: Any) -> None:
+        bar = bars.get(step.task)
+        if bar is None:
+            bar = bars[step.task] = tqdm(total=step.total, desc=step.task, unit=step.unit)
+        bar.update(step.done - bar.n)
+        if step.note:
+            bar.set_postfix(step.note, refresh=False)
+        if step.done >= step.total:
+            bar.close()
+            del bars[step.task]
+
+    return show

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +18,7 @@ from byllm_distill.cli_common import (
     friendly_errors,
     get_config,
     open_store,
+    progress_bars,
 )
 from byllm_distill.registry import SiteRegistry
 from byllm_distill.store.events import site_events
@@ -183,7 +183,7 @@ def register(main: click.Group) -> None:
                 click.echo(result)
 
         config = get_config(**settings, train_device=device)
-        worker = Worker(config)
+        worker = Worker(config, progress=progress_bars())
         if held_lock is None:
             worker.run(once=once, poll_s=poll, site=site, on_step=show)
             return
@@ -193,32 +193,6 @@ def register(main: click.Group) -> None:
         with hold_lock(worker.store, held_lock):
             worker.run(once=once, poll_s=poll, site=site, on_step=show)
         click.echo(f"auto_train worker {held_lock} done")
-
-    @main.command()
-    @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
-                  default=Path(".byllm-distill-demo"), show_default=True,
-                  help="The demo's own data folder (recreated on every run).")
-    @click.option("--runs", default=40, show_default=True, help="Corpus runs (5 levels each).")
-    @click.option("--steps", type=int,
-                  help="LoRA training steps per site (default: the trainer's budget).")
-    @click.option("--shadow-runs", default=6, show_default=True,
-                  help="Runs in shadow mode before the gate decides.")
-    @click.option("--serve-runs", default=2, show_default=True, help="Runs served afterwards.")
-    @click.option("--seed", default=0, show_default=True)
-    @click.option("--teacher-errors", type=click.FloatRange(0.0, 1.0), default=0.0,
-                  show_default=True,
-                  help="Simulation: this fraction of the offline teacher's answers carries "
-                       "a mistake hosted models make; training keeps only valid records.")
-    @friendly_errors
-    def demo(home: Path, runs: int, steps: int | None, shadow_runs: int, serve_runs: int,
-             seed: int, teacher_errors: float) -> None:
-        """Run the whole loop offline on both RPG sites: capture, train, shadow, gate,
-        serve, compare."""
-        from byllm_distill.demo import DemoOptions, run_demo
-
-        run_demo(DemoOptions(home=home, runs=runs, steps=steps, shadow_runs=shadow_runs,
-                             serve_runs=serve_runs, seed=seed, teacher_errors=teacher_errors),
-                 say=click.echo)
 
 
 def _summary(details: dict[str, Any]) -> str:

@@ -13,9 +13,15 @@ from typing import Any
 
 import click
 
-from byllm_distill.cli_common import friendly_errors, get_config, open_store
+from byllm_distill.cli_common import (
+    field_options,
+    friendly_errors,
+    get_config,
+    open_store,
+    progress_bars,
+)
 from byllm_distill.errors import DistillError
-from byllm_distill.training.trainer import budget_help
+from byllm_distill.training.trainer import TrainConfig
 
 
 def _dataset_dir(site: str, filtered: bool) -> Path:
@@ -99,44 +105,31 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @click.argument("site")
-    @click.option("--qlora", is_flag=True, help="Train on a 4-bit nf4 base (bitsandbytes).")
+    @field_options(TrainConfig, "qlora", "steps", "epochs", "rank", "alpha", "learning_rate",
+                   "max_length", "seed", "device", flags={"learning_rate": "--lr"})
     @click.option("--base", help="Base model: a hub id in the local HF cache (e.g. "
                                  "TinyLlama/TinyLlama-1.1B-Chat-v1.0), a folder or a .gguf; "
                                  "default the embedded SmolLM2-135M-Instruct.")
-    @click.option("--steps", type=int, help="Optimizer steps (exclusive with --epochs).")
-    @click.option("--epochs", type=float,
-                  help=f"Passes over the training split (default {budget_help()}).")
-    @click.option("--rank", default=16, show_default=True, help="LoRA rank.")
-    @click.option("--alpha", default=32, show_default=True, help="LoRA alpha.")
-    @click.option("--lr", "learning_rate", default=1e-3, show_default=True,
-                  help="Peak learning rate.")
-    @click.option("--max-length", default=1024, show_default=True, help="Max tokens/example.")
     @click.option("--quant", type=click.Choice(["Q4_K_M", "Q4_0", "Q8_0", "F16"]),
                   default="Q4_K_M", show_default=True,
                   help="GGUF quantization (Q4_0 serves fastest on AVX2-only CPUs).")
     @click.option("--unfiltered", is_flag=True, help="Train on records that failed validators "
                                                      "too.")
     @click.option("--holdout", default=0.2, show_default=True, help="Held-out fraction.")
-    @click.option("--seed", default=0, show_default=True, help="Split and training seed.")
-    @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                  show_default=True, help="Where to train (auto: cuda when a GPU is visible).")
     @friendly_errors
-    def train(site: str, qlora: bool, base: str | None, steps: int | None,
-              epochs: float | None, rank: int, alpha: int, learning_rate: float,
-              max_length: int, quant: str, unfiltered: bool, holdout: float,
-              seed: int, device: str) -> None:
-        """Train, export and register a new student version for a site."""
+    def train(site: str, base: str | None, quant: str, unfiltered: bool, holdout: float,
+              **training: Any) -> None:
+        """Train, export and register a new student version for a site (--seed seeds the
+        held-out split too)."""
         from byllm_distill.training.pipeline import train_site
-        from byllm_distill.training.trainer import TrainConfig
 
-        if steps is not None and epochs is not None:
+        if training["steps"] is not None and training["epochs"] is not None:
             raise click.UsageError("give --steps or --epochs, not both.")
-        config = TrainConfig(rank=rank, alpha=alpha, learning_rate=learning_rate,
-                             steps=steps, epochs=epochs, max_length=max_length, seed=seed,
-                             qlora=qlora, device=device)
+        config = TrainConfig(**training)
         trained = train_site(site, config=get_config(), store=open_store(),
                              train_config=config, filtered=not unfiltered, holdout=holdout,
-                             seed=seed, base=base, quant=quant)
+                             seed=config.seed, base=base, quant=quant,
+                             progress=progress_bars())
         m = trained.manifest
         t, e = m["training"], m["export"]
         click.echo(f"{site} v{trained.number}: {m['dataset']['counts']['train']} examples, "

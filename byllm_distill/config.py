@@ -4,8 +4,9 @@ Order of precedence (last wins): the defaults below, `[plugins.distill]` in the 
 `jac.toml` (searched upward from the working directory), then `BYLLM_DISTILL_*`
 environment variables. Per-site routing settings go in `[plugins.distill.sites."KEY"]`
 tables (KEY may be a glob such as `"*.create_next_map"`); they override the site
-defaults in `[plugins.distill]`. Every value is validated on load and a bad one raises
-`ConfigError` naming the key and where it came from.
+defaults in `[plugins.distill]`. A task plug-in's own settings go in
+`[plugins.distill.tasks.NAME]` (read by the task through task_settings.py). Every value is
+validated on load and a bad one raises `ConfigError` naming the key and where it came from.
 """
 
 from __future__ import annotations
@@ -138,13 +139,8 @@ class DistillConfig:
         "help": "Endpoint URL of an S3-compatible server (MinIO, Ceph, moto) for "
                 "`artifacts`; unset: AWS.", "env": "BYLLM_DISTILL_ARTIFACTS_ENDPOINT"})
     teacher: str | None = field(default=None, metadata={
-        "help": "litellm model name used as teacher by the bundled RPG program (e.g. "
-                "gpt-4o); unset means the offline teacher.", "env": "BYLLM_DISTILL_TEACHER"})
-    teacher_errors: float = field(default=0.0, metadata={
-        "help": "Simulation: this seeded fraction of the offline teacher's answers carries a "
-                "mistake hosted models make (wrong counts, overlaps, out of bounds, "
-                "unreachable tiles, malformed fields; see rpg/mistakes.py).",
-        "env": "BYLLM_DISTILL_TEACHER_ERRORS"})
+        "help": "litellm model name (e.g. gpt-4o) that `byllm_distill.teacher(...)` returns "
+                "instead of the task's offline teacher.", "env": "BYLLM_DISTILL_TEACHER"})
     routing: bool = field(default=True, metadata={
         "help": "Serve sites from their promoted students (off: always the teacher).",
         "env": "BYLLM_DISTILL_ROUTING"})
@@ -191,6 +187,8 @@ class DistillConfig:
         "env": "BYLLM_DISTILL_DISABLED_VALIDATORS"})
     defaults: SiteSettings = field(default_factory=SiteSettings, metadata={"help": "", "env": ""})
     sites: dict[str, SiteSettings] = field(default_factory=dict, metadata={"help": "", "env": ""})
+    # `[plugins.distill.tasks.NAME]` tables as written; a task reads its own (task_settings.py)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "", "env": ""})
 
     def __post_init__(self) -> None:
         if self.store_url is not None and "://" not in self.store_url:
@@ -199,9 +197,6 @@ class DistillConfig:
                 "'sqlite:////abs/path/distill.db' or 'postgresql+psycopg://user@host/db'.")
         if self.exit_wait < 0:
             raise ConfigError(f"'exit_wait' must be 0 or more seconds, got {self.exit_wait!r}.")
-        if not 0.0 <= self.teacher_errors <= 1.0:
-            raise ConfigError("'teacher_errors' must be a fraction between 0 and 1, got "
-                              f"{self.teacher_errors!r}.")
         if self.retrain_after < 1:
             raise ConfigError(f"'retrain_after' must be at least 1, got {self.retrain_after}.")
         if self.quiet_hours is not None:
@@ -254,7 +249,7 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def _base_type(annotation: Any) -> Any:
+def base_type(annotation: Any) -> Any:
     """`int | None` → `int`: the type a configured value is coerced to."""
     if isinstance(annotation, types.UnionType):
         return next(a for a in typing.get_args(annotation) if a is not type(None))
@@ -264,8 +259,9 @@ def _base_type(annotation: Any) -> Any:
 _HINTS = {**typing.get_type_hints(DistillConfig), **typing.get_type_hints(SiteSettings)}
 
 
-def _coerce(name: str, value: object, origin: str) -> object:
-    kind = _base_type(_HINTS[name])
+def coerce_value(name: str, value: object, origin: str, hint: Any = None) -> object:
+    """`value` as the type of setting `name` (`hint`, else the config field's)."""
+    kind = base_type(_HINTS[name] if hint is None else hint)
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -324,7 +320,7 @@ def _site_settings(table: Any, base: SiteSettings, origin: str) -> SiteSettings:
         if key not in known:
             raise ConfigError(f"{origin}: unknown key '{key}'; known keys: "
                               f"{', '.join(sorted(known))}.")
-        values[key] = _coerce(key, value, origin)
+        values[key] = coerce_value(key, value, origin)
     return replace(base, **values)
 
 
@@ -339,21 +335,22 @@ def _from_toml(root: Path) -> dict[str, object]:
     section = data.get("plugins", {}).get("distill", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: [plugins.distill] must be a table.")
-    top = {f.name for f in fields(DistillConfig)} - {"defaults", "sites"}
+    top = {f.name for f in fields(DistillConfig)} - {"defaults", "sites", "tasks"}
     site_keys = {f.name for f in fields(SiteSettings)}
     values: dict[str, object] = {}
     defaults: dict[str, object] = {}
     origin = f"{path} [plugins.distill]"
     for key, value in section.items():
-        if key == "sites":
+        if key in ("sites", "tasks"):
             continue
         if key in site_keys:
             defaults[key] = value
             continue
         if key not in top:
             raise ConfigError(f"{path}: unknown key [plugins.distill].{key}; known keys: "
-                              f"{', '.join(sorted(top | site_keys | {'sites'}))}.")
-        value = _coerce(key, value, origin)
+                              f"{', '.join(sorted(top | site_keys | {'sites', 'tasks'}))} "
+                              "(a task's own settings go in [plugins.distill.tasks.NAME]).")
+        value = coerce_value(key, value, origin)
         if key == "home" and not Path(str(value)).is_absolute():
             value = root / Path(str(value))
         values[key] = value
@@ -362,6 +359,10 @@ def _from_toml(root: Path) -> dict[str, object]:
     sites = section.get("sites", {})
     if not isinstance(sites, dict):
         raise ConfigError(f"{path}: [plugins.distill.sites] must be a table of site tables.")
+    tasks = section.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(t, dict) for t in tasks.values()):
+        raise ConfigError(f"{path}: [plugins.distill.tasks] must hold one table per task.")
+    values["tasks"] = {name: dict(table) for name, table in tasks.items()}
     values["sites"] = {
         key: _site_settings(table, base, f'{path} [plugins.distill.sites."{key}"]')
         for key, table in sites.items()
@@ -377,7 +378,7 @@ def load_config(start: Path | None = None, environ: dict[str, str] | None = None
     for f in fields(DistillConfig):
         var = f.metadata.get("env")
         if var and env.get(var, "") != "":
-            values[f.name] = _coerce(f.name, env[var], f"environment variable {var}")
+            values[f.name] = coerce_value(f.name, env[var], f"environment variable {var}")
     values.setdefault("home", root / DATA_DIR_NAME)
     return DistillConfig(**values)  # type: ignore[arg-type]
 
@@ -386,6 +387,6 @@ def with_overrides(config: DistillConfig, values: dict[str, object],
                    origin: str = "command line") -> DistillConfig:
     """`config` with the given settings replaced (command-line options named after
     `DistillConfig` fields), coerced and validated as configured values are."""
-    given = {name: _coerce(name, value, f"{origin} --{name.replace('_', '-')}")
+    given = {name: coerce_value(name, value, f"{origin} --{name.replace('_', '-')}")
              for name, value in values.items() if value is not None}
     return replace(config, **given) if given else config  # type: ignore[arg-type]

@@ -31,6 +31,8 @@ from typing import Any
 
 from byllm_distill.config import DistillConfig
 from byllm_distill.gate import GateResult, live_check, promotion_gate, wilson_lower
+from byllm_distill.progress import Progress, Step
+from byllm_distill.progress import report as report_progress
 from byllm_distill.registry import SiteRegistry, SiteState, Version
 from byllm_distill.scheduler import quiet_now, retry_info, trainable_sites
 from byllm_distill.store import Record, RecordFilter, Store
@@ -193,7 +195,7 @@ class JobReport:
 
 
 def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
-            progress: bool = True) -> JobReport:
+            progress: Progress | None = None) -> JobReport:
     """Train, evaluate and shadow-activate one site (see the module docstring)."""
     from byllm_distill.training.pipeline import train_site
     from byllm_distill.training.trainer import TrainConfig
@@ -216,25 +218,13 @@ def run_job(store: Store, config: DistillConfig, job: Job, queue: JobQueue,
         report.version = trained.number
         phase.update(phase="evaluating", version=trained.number)
 
-        bar = None
-
         def on_eval(done: int, total: int) -> None:
-            nonlocal bar
             phase.update(evaluated=done, of=total)
-            if progress:
-                if bar is None:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=total, desc=f"held-out eval {job.site}", unit="call")
-                bar.update(done - bar.n)
+            report_progress(progress, Step(f"held-out eval {job.site}", done, total, "call"))
 
         registry = SiteRegistry(config, job.site, store)
-        try:
-            report.heldout = evaluate_heldout(store, job.site,
-                                              registry.verify(trained.number), on_eval)
-        finally:
-            if bar is not None:
-                bar.close()
+        report.heldout = evaluate_heldout(store, job.site, registry.verify(trained.number),
+                                          on_eval)
         state = registry.state()
         if state.pinned is None:
             registry.activate(trained.number, mode="shadow")
@@ -261,7 +251,7 @@ class Worker:
     """Picks due sites, waits for quiet time, trains one job at a time at low priority."""
 
     def __init__(self, config: DistillConfig, store: Store | None = None,
-                 progress: bool = True) -> None:
+                 progress: Progress | None = None) -> None:
         self.config = config
         self.store = store or Store(config.database_url)
         self.queue = JobQueue(self.store)

@@ -8,9 +8,14 @@ validators = ["pkg.module:register"]` for a project that does not package it. Th
 - `task.validators.register(pattern, fn, prefix_closed=...)`: checks of its sites'
   answers (validators/registry.py);
 - `task.metrics.register(pattern, TaskMetric(...))`: report metrics, picture renderers and
-  the gate's fidelity distances (evaluation/registry.py);
+  the gate's fidelity distances (task_metrics.py);
 - `task.text_renderer(pattern, fn)`: how `version try` prints one answer of a site
   (`fn(output) -> str | None`; None: not this one, fall back to JSON);
+- `task.rubric(pattern, criteria)`: what raters score its sites' answers on in `rate`
+  (`(key, title, help)` triples; evaluation/ratings.py has the generic default);
+- `task.offline_teacher(name, factory)`: a teacher that needs no API key, a
+  `factory(seed) -> byLLM model` that programs ask for with `byllm_distill.teacher(name)`
+  (teachers.py; the configured `teacher` model, when set, answers instead);
 - `task.command(cmd)`: a click command or group of its own on `byllm-distill`.
 
 Patterns are call-site keys or globs. The plug-ins are loaded once per process for each
@@ -46,6 +51,7 @@ LEGACY_GROUPS = {"validators": "byllm_distill.validators", "metrics": "byllm_dis
 BUILTIN = (("rpg", "byllm_distill.rpg.plugin:register"),)
 KINDS = ("validators", "metrics", "extras")
 TextRenderer = Callable[[Any], "str | None"]
+Rubric = tuple[tuple[str, str, str], ...]  # (key, title, help) per criterion
 
 
 class _Discard:
@@ -60,12 +66,22 @@ class Task:
     """What a task plug-in registers into (see the module docstring)."""
 
     validators: Any = field(default_factory=_Discard)  # validators/registry.py
-    metrics: Any = field(default_factory=_Discard)  # evaluation/registry.py
+    metrics: Any = field(default_factory=_Discard)  # task_metrics.py
     text_renderers: list[tuple[str, TextRenderer]] = field(default_factory=list)
     commands: list[Any] = field(default_factory=list)  # click commands
+    rubrics: list[tuple[str, Rubric]] = field(default_factory=list)
+    offline_teachers: dict[str, Callable[[int], Any]] = field(default_factory=dict)
 
     def text_renderer(self, pattern: str, fn: TextRenderer) -> None:
         self.text_renderers.append((pattern, fn))
+
+    def rubric(self, pattern: str, criteria: Rubric) -> None:
+        if not criteria or any(len(c) != 3 for c in criteria):
+            raise ValueError("a rubric is a non-empty tuple of (key, title, help) triples")
+        self.rubrics.append((pattern, tuple(tuple(c) for c in criteria)))
+
+    def offline_teacher(self, name: str, factory: Callable[[int], Any]) -> None:
+        self.offline_teachers.setdefault(name, factory)
 
     def command(self, command: Any) -> None:
         self.commands.append(command)
@@ -99,6 +115,12 @@ def render_text(site: str, output: Any) -> str | None:
             if text is not None:
                 return text
     return None
+
+
+def rubric_for(site: str) -> Rubric | None:
+    """The first task rubric whose pattern matches `site`, or None."""
+    return next((r for pattern, r in load().rubrics if fnmatch.fnmatchcase(site, pattern)),
+                None)
 
 
 def load_all(task: Task, kind: str) -> None:

@@ -1,61 +1,41 @@
-"""Screenshots for docs/evaluation.md, taken with headless Debian Chromium.
+"""Screenshots for docs/evaluation.md, from a real `byllm-distill demo` run, taken with
+headless Debian Chromium.
 
-    .venv/bin/python scripts/screenshots.py [--out docs/images]
+    .venv/bin/byllm-distill demo                      # ~15-26 min; leaves .byllm-distill-demo
+    .venv/bin/python scripts/screenshots.py [--home .byllm-distill-demo] [--out docs/images]
 
-Builds a demo store in a temporary folder (offline-designer maps as the teacher, a
-degraded stand-in student that drops every enemy, two raters), renders the evaluation
-report and serves the rating page on 127.0.0.1, then writes `eval_report.png`,
-`rating_page.png` (the rubric) and `rating_pair.png` (a side-by-side pair).
-Needs the Debian package `chromium` (/usr/bin/chromium).
+Reads the demo's data folder: the map site's trained version, the teacher's held-out maps
+and the student's answers to the same inputs (its held-out evaluation and shadow answers,
+nothing run again), renders the evaluation report with the gate's criteria, and serves the
+rating page over the same answers on 127.0.0.1; then writes `eval_report.png`,
+`rating_page.png` (the rubric) and `rating_pair.png` (a side-by-side pair). No ratings are
+invented: the report's ratings section says none were given. Needs the Debian package
+`chromium` (/usr/bin/chromium).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
-import sys
 import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the demo data comes from the test fixtures
-
-from eval_fixtures import map_records, procedural_student  # noqa: E402
-
-from byllm_distill.evaluation import answer_with_student, build_report  # noqa: E402
-from byllm_distill.store import Store  # noqa: E402
-from byllm_distill.web.rating import serve_rating  # noqa: E402
-
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars"]
+SITE = "rpg.create_next_map"
 
 
 def screenshot(url: str, path: Path, size: str, profile: Path) -> None:
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={size}",
                     f"--screenshot={path}", url], check=True, capture_output=True, timeout=120)
     print(f"wrote {path}")
-
-
-def demo_store(folder: Path) -> tuple[Store, list, list, list]:
-    store = Store(f"sqlite:///{folder / 'demo.db'}")
-    training, teacher = map_records(40, seed=1), map_records(12, seed=2)
-    store.add_records(training + teacher)
-    student = answer_with_student(teacher, procedural_student(5, drop_enemies=True),
-                                  model="smollm2-135m-rpg", store=store, version=3)
-    rng = random.Random(0)
-    for rater in ("ann", "bob"):
-        for t, s in zip(teacher[:6], student[:6], strict=True):
-            store.add_rating(t.id, rater, {"gameplay": rng.choice((4, 5)), "structure": 5,
-                                           "adherence": rng.choice((4, 5))})
-            store.add_rating(s.id, rater, {"gameplay": rng.choice((1, 2)), "structure": 4,
-                                           "adherence": rng.choice((1, 2))})
-            store.add_preference(rater, t.id, s.id, rng.choice(("left", "left", "tie")))
-    return store, teacher, student, training
 
 
 def _post(url: str, form: dict[str, str]) -> None:
@@ -66,7 +46,7 @@ def _post(url: str, form: dict[str, str]) -> None:
 def _advance_to(server_url: str, rater: str, want_pair: bool) -> str:
     """Skip items for `rater` until the page is a pair (or a single); return its URL."""
     url = f"{server_url}?rater={rater}"
-    for _ in range(50):
+    for _ in range(200):
         page = urllib.request.urlopen(url, timeout=10).read().decode()
         if ('id="choice-left"' in page) == want_pair:
             return url
@@ -77,17 +57,32 @@ def _advance_to(server_url: str, rater: str, want_pair: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path(".byllm-distill-demo"),
+                        help="The data folder of a finished `byllm-distill demo` run.")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     args = parser.parse_args()
+    home = args.home.resolve()
+    if not (home / "distill.db").is_file():
+        raise SystemExit(f"{home} holds no demo store; run `byllm-distill demo` first "
+                         "(or give --home).")
+    os.environ["BYLLM_DISTILL_HOME"] = str(home)
+    from byllm_distill.config import load_config
+    from byllm_distill.evaluation.run import evaluate_site
+    from byllm_distill.store import Store
+    from byllm_distill.web.rating import items_from_store, serve_rating
+
+    config = load_config()
+    store = Store(config.database_url)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="byllm-shots-") as tmp:
         folder = Path(tmp)
-        store, teacher, student, training = demo_store(folder)
-        report = build_report(teacher, student, training, folder / "report",
-                              title="rpg.create_next_map: teacher vs smollm2-135m-rpg v3",
-                              store=store)
-        screenshot(report.as_uri(), args.out / "eval_report.png", "1200,3600", folder / "p1")
-        with serve_rating(store, items=[*teacher[:3], *student[:3]],
+        outcome = evaluate_site(store, config.data_dir, SITE, out_dir=folder / "report",
+                                settings=config.site(SITE))
+        if outcome.answered:
+            print(f"note: the student answered {outcome.answered} held-out input(s) anew")
+        screenshot(outcome.report.as_uri(), args.out / "eval_report.png", "1200,3600",
+                   folder / "p1")
+        with serve_rating(store, items=items_from_store(store, SITE, limit=40),
                           rng=random.Random(1)) as server:
             screenshot(_advance_to(server.url, "dana", want_pair=False),
                        args.out / "rating_page.png", "1200,1150", folder / "p2")

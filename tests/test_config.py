@@ -70,3 +70,37 @@ def test_site_overrides_and_defaults(tmp_path: Path) -> None:
 def test_bad_routing_config(tmp_path: Path, toml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(_project(tmp_path, toml), environ={})
+
+
+def test_a_tasks_own_settings_come_from_its_table_then_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from byllm_distill.rpg.settings import RpgSettings
+    from byllm_distill.task_settings import task_settings
+
+    monkeypatch.chdir(_project(tmp_path, "[plugins.distill]\ncapture = true\n"
+                                         "[plugins.distill.tasks.rpg]\nteacher_errors = 0.25\n"))
+    assert task_settings("rpg", RpgSettings, environ={}).teacher_errors == 0.25
+    env = {"BYLLM_DISTILL_TEACHER_ERRORS": "0.5"}
+    assert task_settings("rpg", RpgSettings, environ=env).teacher_errors == 0.5
+    assert task_settings("other", RpgSettings, environ={}).teacher_errors == 0.0
+    with pytest.raises(ConfigError, match="'teacher_errors' must be a number, got 'lots'"):
+        task_settings("rpg", RpgSettings, environ={"BYLLM_DISTILL_TEACHER_ERRORS": "lots"})
+    with pytest.raises(ConfigError, match="between 0 and 1, got 2.0"):
+        task_settings("rpg", RpgSettings, environ={"BYLLM_DISTILL_TEACHER_ERRORS": "2"})
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[plugins.distill.tasks.rpg]\nteacher_error = 0.1\n",
+     r"tasks.rpg\]: unknown key 'teacher_error'; known keys: teacher_errors"),
+    ("[plugins.distill]\nteacher_errors = 0.1\n",
+     r"unknown key \[plugins.distill\].teacher_errors.*\[plugins.distill.tasks.NAME\]"),
+    ("[plugins.distill]\ntasks = 3\n", r"must hold one table per task"),
+])
+def test_a_misplaced_or_unknown_task_setting_is_refused_with_where_it_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, message: str) -> None:
+    from byllm_distill.rpg.settings import RpgSettings
+    from byllm_distill.task_settings import task_settings
+
+    monkeypatch.chdir(_project(tmp_path, toml))
+    with pytest.raises(ConfigError, match=message):
+        task_settings("rpg", RpgSettings, environ={})

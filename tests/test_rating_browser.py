@@ -18,7 +18,7 @@ from eval_fixtures import level_records, map_records, procedural_student
 
 from byllm_distill.errors import DistillError
 from byllm_distill.evaluation import answer_with_student
-from byllm_distill.evaluation.ratings import CRITERIA
+from byllm_distill.evaluation.ratings import criteria_for
 from byllm_distill.store import Record, Store
 from byllm_distill.web.rating import items_from_store, serve_rating
 
@@ -28,6 +28,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1280,1000"]
 TOKEN = "correct-horse-battery"
+
+CRITERIA = criteria_for("rpg.create_next_map")  # the RPG task's rubric (rpg/plugin.py)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from byllm_distill.training.pipeline import train_site
 from byllm_distill.training.trainer import TrainConfig, batch_loss, load_adapter, train
 
 pytestmark = pytest.mark.slow
+TRAINING_STEPS: list = []  # what the fixture's training reported to its progress callback
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     store.add_records(map_records(30))
     version = train_site(SITE, config=config, store=store,
                          train_config=TrainConfig(steps=12, learning_rate=2e-3),
-                         progress=False)
+                         progress=TRAINING_STEPS.append)
     return config, store, version
 
 
@@ -54,6 +55,9 @@ def base():
 def test_version_folder_is_complete_and_traceable(trained) -> None:
     config, store, version = trained
     assert version.number == 1
+    assert [(s.task, s.done, s.total) for s in TRAINING_STEPS] == [
+        (f"train {SITE}", n, 12) for n in range(1, 13)]
+    assert all(float(s.note["loss"]) > 0 and float(s.note["tok_s"]) > 0 for s in TRAINING_STEPS)
     folder = version.path
     assert folder == config.data_dir / "sites" / SITE / "versions" / "1"
     assert not list(folder.parent.glob("*.partial"))

@@ -8,9 +8,9 @@ from byllm_distill.evaluation.pairing import (
     heldout_split,
     pair_records,
 )
-from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric, registry
 from byllm_distill.evaluation.report import build_report
 from byllm_distill.scoring import StudentAnswer, answer_with_student
+from byllm_distill.task_metrics import MetricRegistry, TaskMetric, registry
 
 __all__ = ["EvalData", "MetricRegistry", "Pair", "StudentAnswer", "TaskMetric",
            "answer_with_student", "build_report", "compute_metrics", "heldout_split",

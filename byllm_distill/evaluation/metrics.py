@@ -28,11 +28,11 @@ from typing import Any
 
 from byllm_distill.agreement import agreement as leaf_agreement
 from byllm_distill.evaluation.pairing import EvalData, Pair
-from byllm_distill.evaluation.registry import MetricRegistry
-from byllm_distill.evaluation.registry import registry as metric_registry
 from byllm_distill.serialize import dumps_canonical
 from byllm_distill.stats import percentile
 from byllm_distill.store.record import Record
+from byllm_distill.task_metrics import MetricRegistry
+from byllm_distill.task_metrics import registry as metric_registry
 from byllm_distill.validators import registry as validators
 
 

@@ -24,12 +24,12 @@ from byllm_distill.errors import DistillError
 from byllm_distill.evaluation import plots
 from byllm_distill.evaluation.metrics import compute_metrics
 from byllm_distill.evaluation.pairing import EvalData, Pair, pair_records
-from byllm_distill.evaluation.ratings import CRITERIA, summarize_ratings
-from byllm_distill.evaluation.registry import MetricRegistry
-from byllm_distill.evaluation.registry import registry as metric_registry
+from byllm_distill.evaluation.ratings import summarize_ratings
 from byllm_distill.evaluation.report_html import render_html
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import Record
+from byllm_distill.task_metrics import MetricRegistry
+from byllm_distill.task_metrics import registry as metric_registry
 
 SAMPLES = 4
 
@@ -110,11 +110,11 @@ def _plots(data: EvalData, metrics: dict[str, Any], ratings: dict[str, Any] | No
         if metric.plot is not None and result and "error" not in result:
             paths += metric.plot(result, folder)
     if ratings and ratings["by_source"]:
-        labels = list(ratings["by_source"])
-        means = {s: [ratings["by_source"][s][c]["mean"] or 0.0 for c in CRITERIA] for s in labels}
+        labels, criteria = list(ratings["by_source"]), [k for k, _ in ratings["criteria"]]
+        means = {s: [ratings["by_source"][s][c]["mean"] or 0.0 for c in criteria] for s in labels}
         errors = {s: [tuple(ratings["by_source"][s][c]["ci95"] or (means[s][i], means[s][i]))
-                      for i, c in enumerate(CRITERIA)] for s in labels}
-        paths.append(plots.grouped_bars(folder / "ratings.png", list(CRITERIA), means,
+                      for i, c in enumerate(criteria)] for s in labels}
+        paths.append(plots.grouped_bars(folder / "ratings.png", criteria, means,
                                         "Manual ratings (mean, 95% CI)", "score 1-5",
                                         ylim=(0, 7.0), errors=errors))
     if history:

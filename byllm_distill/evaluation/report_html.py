@@ -14,8 +14,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from byllm_distill.evaluation.ratings import CRITERIA, RUBRIC
-
 SIDES = ("teacher", "student")
 GENERIC_PLOTS = {"plots/validity.png": "validity", "plots/latency.png": "latency",
                  "plots/ratings.png": "ratings", "plots/versions.png": "versions"}
@@ -121,12 +119,12 @@ def _samples(report: dict[str, Any], out_dir: Path) -> str:
 def _ratings(ratings: dict[str, Any] | None) -> str:
     if not ratings or (not ratings["ratings"] and not ratings["preferences"]):
         return "<p>No manual ratings for this call site yet (<code>byllm-distill rate</code>).</p>"
-    names = dict((key, title) for key, title, _ in RUBRIC)
-    head = "".join(f"<th>{escape(names[c])}</th>" for c in CRITERIA)
+    names = dict(ratings["criteria"])
+    head = "".join(f"<th>{escape(title)}</th>" for title in names.values())
     rows = []
     for label, scores in ratings["by_source"].items():
         cells = []
-        for c in CRITERIA:
+        for c, _ in ratings["criteria"]:
             s = scores[c]
             ci = f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]" if s["ci95"] else ""
             cells.append(f'<td class="num">{_fmt(s["mean"])}{ci} (n={s["n"]})</td>')

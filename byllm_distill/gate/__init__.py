@@ -59,7 +59,7 @@ class GateResult:
 
 def task_distances(site: str) -> list[SetDistance]:
     """The fidelity distances the site's task metrics register (metric registry)."""
-    from byllm_distill.evaluation.registry import registry
+    from byllm_distill.task_metrics import registry
 
     return [d for metric in registry.for_site(site) for d in metric.criteria]
 

@@ -1,5 +1,6 @@
-"""`byllm-distill rpg ...`: the showcase's own commands (corpus runs, map rendering),
-added to the command line by the RPG task plug-in (plugin.py)."""
+"""The showcase's own commands, added to the command line by the RPG task plug-in
+(plugin.py): `byllm-distill demo` (the whole loop, demo.py) and `byllm-distill rpg ...`
+(corpus runs, map rendering)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,20 @@ from pathlib import Path
 
 import click
 
-from byllm_distill.cli_common import friendly_errors, open_store
+from byllm_distill.cli_common import field_options, friendly_errors, open_store, progress_bars
+from byllm_distill.rpg.demo import DemoOptions
+
+
+@click.command()
+@field_options(DemoOptions, "home", "runs", "steps", "shadow_runs", "serve_runs", "seed",
+               "teacher_errors")
+@friendly_errors
+def demo(**options: object) -> None:
+    """Run the whole loop offline on both RPG sites: capture, train, shadow, gate,
+    serve, compare."""
+    from byllm_distill.rpg.demo import run_demo
+
+    run_demo(DemoOptions(**options), say=click.echo, progress=progress_bars())  # type: ignore[arg-type]
 
 
 @click.group()
@@ -39,7 +53,7 @@ def rpg_generate(runs: int, levels_per_run: int, seed: int, teacher: str | None,
         raise click.BadParameter("--teacher-errors simulates mistakes of the offline "
                                  "designer; a hosted --teacher makes its own.")
     summary = generate_corpus(runs, levels_per_run, seed=seed, teacher=teacher,
-                              teacher_errors=teacher_errors)
+                              teacher_errors=teacher_errors, progress=progress_bars())
     for line in summary.lines():
         click.echo(line)
 

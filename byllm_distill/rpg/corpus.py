@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from byllm_distill.errors import DistillError
+from byllm_distill.progress import Progress, Step, report
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import utc_now
 
@@ -96,24 +97,29 @@ def play_runs(program: Any, runs: int, levels_per_run: int, seed: int,
 
 
 def generate_corpus(runs: int, levels_per_run: int, seed: int = 0, teacher: str | None = None,
-                    progress: bool = True,
+                    progress: Progress | None = None,
                     teacher_errors: float | None = None) -> CorpusSummary:
-    """Play the runs (captured into the configured store) and summarise what was written."""
-    from tqdm import tqdm
-
+    """Play the runs (captured into the configured store) and summarise what was written;
+    each run's levels are reported to `progress` (progress.py)."""
     import byllm_distill
     from byllm_distill.capture import get_capture
+    from byllm_distill.rpg.settings import rpg_settings
 
     program = load_program(teacher, teacher_errors)
+    rpg_settings()  # a bad teacher_errors setting stops here, with its message
     capture = get_capture()
     if capture is None or not capture.enabled:
         raise DistillError("capture is off (BYLLM_DISTILL_CAPTURE=0 or [plugins.distill] "
                            "capture = false); turn it on to build a corpus.")
     started = utc_now()
     made_before = Counter(getattr(program.llm, "mistakes", None) or {})
-    bar = tqdm(total=runs * levels_per_run, unit="level", desc="corpus", disable=not progress)
-    play_runs(program, runs, levels_per_run, seed, on_run=lambda: bar.update(levels_per_run))
-    bar.close()
+    total, played = runs * levels_per_run, [0]
+
+    def on_run() -> None:
+        played[0] += levels_per_run
+        report(progress, Step("corpus", played[0], total, "level"))
+
+    play_runs(program, runs, levels_per_run, seed, on_run=on_run)
     byllm_distill.flush(120)
     summary = summarize(Store(capture.config.database_url), since=started)
     summary.mistakes = dict(Counter(getattr(program.llm, "mistakes", None) or {}) - made_before)

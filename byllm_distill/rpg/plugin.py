@@ -1,6 +1,7 @@
 """The RPG showcase as a task plug-in (tasks.py): its validators, its report metrics and
-fidelity distances, the text picture of a map that `version try` prints, and its
-`byllm-distill rpg` commands (cli.py).
+fidelity distances, the rating rubric, the text picture of a map that `version try`
+prints, its offline teacher (`teacher("rpg")`: the procedural designer, teacher.py), and
+its commands: `byllm-distill rpg ...` and `byllm-distill demo` (cli.py, demo.py).
 
 Built in (`tasks.BUILTIN`) and published as the `rpg` entry point of `byllm_distill.tasks`;
 `disabled_validators = ["rpg"]` switches its validators off for a project.
@@ -22,10 +23,30 @@ def map_text(output: Any) -> str | None:
     return to_ascii(output) if isinstance(output, dict) and "player_pos" in output else None
 
 
+RUBRIC = (
+    ("gameplay", "Gameplay viability and fun",
+     "Can it be played from start to finish, and would it be fun to play?"),
+    ("structure", "Structural correctness and consistency",
+     "Is everything where it may be: inside the bounds, nothing stacked, walls straight?"),
+    ("adherence", "Adherence to constraints and theme",
+     "Does it match what was asked: counts, size, difficulty, name and theme?"),
+)
+
+
+def _offline_teacher(seed: int) -> Any:
+    from byllm_distill.rpg.teacher import offline_designer
+
+    return offline_designer(seed)
+
+
 def register(task: Task) -> None:
-    from byllm_distill.rpg.cli import rpg
+    from byllm_distill.rpg.cli import demo, rpg
 
     validators.register(task.validators)
     report_metrics.register(task.metrics)
+    for pattern in (validators.MAP_SITES, validators.LEVEL_SITES):
+        task.rubric(pattern, RUBRIC)
     task.text_renderer(validators.MAP_SITES, map_text)
+    task.offline_teacher("rpg", _offline_teacher)
     task.command(rpg)
+    task.command(demo)

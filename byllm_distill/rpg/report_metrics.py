@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 from byllm_distill.evaluation.pairing import EvalData
-from byllm_distill.evaluation.registry import MetricRegistry, TaskMetric
 from byllm_distill.gate.fidelity import Rows, SetDistance, count_rows
 from byllm_distill.rpg.checks import check_map, wall_tolerance
 from byllm_distill.rpg.metrics import diversity
 from byllm_distill.rpg.render import to_ascii, to_png
 from byllm_distill.store.record import Record
+from byllm_distill.task_metrics import MetricRegistry, TaskMetric
 
 MAP_SITES = "*create_next_map"
 LEVEL_SITES = "*create_next_level"

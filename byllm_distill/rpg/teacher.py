@@ -1,9 +1,10 @@
 """Teachers for the RPG showcase.
 
-`make_teacher()` returns a byLLM model: a hosted model through litellm when
-`BYLLM_DISTILL_TEACHER` (or `[plugins.distill] teacher`) names one, e.g. `gpt-4o`, else the
-`OfflineDesigner`. The offline designer is an honest stand-in for a hosted model, not a
-language model: a procedural level designer (generator.py) that reads the call's typed
+`offline_designer(seed)` is the task's offline teacher (registered by plugin.py, so
+`byllm_distill.teacher("rpg")` returns it unless `BYLLM_DISTILL_TEACHER` names a hosted
+model, e.g. `gpt-4o`); `make_teacher()` is that call, for programs written before it.
+The offline designer is an honest stand-in for a hosted model, not a language model: a
+procedural level designer (generator.py) that reads the call's typed
 inputs and answers with JSON text, which then goes through byLLM's normal output path
 (`mt_run.parse_response`) exactly as a provider's answer would. It lets the whole loop run
 with no API key. Imported from Jac programs, so jaclang is already loaded.
@@ -12,16 +13,16 @@ with no API key. Imported from Jac programs, so jaclang is already loaded.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections import Counter
 from typing import Any
 
-from byllm.llm import BaseLLM, Model
+from byllm.llm import BaseLLM
 
 from byllm_distill.capture import args_json
 from byllm_distill.code_model import CodeModel
-from byllm_distill.config import load_config
 from byllm_distill.errors import DistillError
 from byllm_distill.rpg.generator import design_level, design_map
 from byllm_distill.rpg.mistakes import inject
@@ -91,15 +92,24 @@ class OfflineDesigner(CodeModel):
         return json.dumps(self._err(kind, data, args, seed))
 
 
-def make_teacher(seed: int = 0) -> BaseLLM:
-    """The configured teacher: a litellm model by name, else the offline designer."""
+def offline_designer(seed: int = 0) -> BaseLLM:
+    """The offline designer, with the configured simulated mistake rate (settings.py)."""
+    from byllm_distill.rpg.settings import rpg_settings
+
     try:
-        config = load_config()
-        name, errors = config.teacher, config.teacher_errors
-    except DistillError:
-        name, errors = None, 0.0  # capture reports the bad config; the program still runs
-    if name:
-        return Model(model_name=name)
+        errors = rpg_settings().teacher_errors
+    except DistillError as exc:  # the program still runs, without simulated mistakes
+        logging.getLogger("byllm_distill").warning(
+            "byllm-distill: no simulated teacher mistakes: %s", exc)
+        errors = 0.0
     designer = OfflineDesigner(model_name=OFFLINE_MODEL_NAME, errors=errors)
     designer.reseed(seed)
     return designer
+
+
+def make_teacher(seed: int = 0) -> BaseLLM:
+    """`byllm_distill.teacher("rpg", seed)`: the hosted teacher if one is configured, else
+    the offline designer."""
+    from byllm_distill.teachers import teacher
+
+    return teacher("rpg", seed)

@@ -18,9 +18,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from byllm_distill.records import JSON_COLUMNS, Record, Verdict
 from byllm_distill.store import tables
-from byllm_distill.store.record import Record
-from byllm_distill.validators.base import Verdict
 
 # What json.dumps(..., ensure_ascii=False) writes a string with.
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
@@ -41,7 +40,7 @@ def export_query(clauses: Sequence[Any]) -> tuple[Any, Callable[[Sequence[Any]],
              .where(*clauses).order_by(tables.records.c.id))
     heads = [json.dumps(name) + ": " for name in names]
     writers = [functools.partial(_stored_json, _NULL_JSON.get(name, "null"))
-               if name in tables.JSON_COLUMNS else _json_str
+               if name in JSON_COLUMNS else _json_str
                if isinstance(tables.records.c[name].type, sa.String) else json_scalar
                for name in names]
     verdicts_at = PUBLIC_FIELDS.index("verdicts")

@@ -1,114 +1,17 @@
-"""One captured call, as stored and as exported.
+"""Records and verdicts live in byllm_distill/records.py (a leaf module); this name is kept
+for the modules and plug-ins that import them from here."""
 
-The export format (`records export`) is public and stable: one JSON object per line with
-the fields of `Record` in this order; JSON-valued fields are nested objects, not strings;
-`verdicts` is a list of `{"name", "passed", "detail"}`, or null if never validated.
-"""
+from byllm_distill.records import (
+    JSON_COLUMNS,
+    SOURCES,
+    STATUSES,
+    Record,
+    Verdict,
+    input_hash,
+    new_record_id,
+    utc_ago,
+    utc_now,
+)
 
-from __future__ import annotations
-
-import hashlib
-import json
-import secrets
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from byllm_distill.serialize import dumps_canonical
-from byllm_distill.store.tables import JSON_COLUMNS
-from byllm_distill.validators.base import Verdict
-
-# teacher: the user's model answered. student: a local student served the call.
-# shadow: a student answered a live call off the hot path, for scoring only.
-# eval: a student answered a held-out teacher input during evaluation.
-SOURCES = ("teacher", "student", "shadow", "eval")
-STATUSES = ("ok", "error")
-
-
-def new_record_id() -> str:
-    """A 24-hex-digit id that sorts by creation time (ns clock, then randomness)."""
-    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
-
-
-def input_hash(site: str, args: Any) -> str:
-    return hashlib.sha256((site + "\n" + dumps_canonical(args)).encode()).hexdigest()[:32]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def utc_ago(seconds: float) -> str:
-    """`utc_now()` of `seconds` ago, comparable with it as text (heartbeat cutoffs)."""
-    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds")
-
-
-@dataclass
-class Record:
-    site: str
-    fingerprint: str
-    model: str
-    messages: list[Any]
-    args: dict[str, Any]
-    latency_ms: float
-    source: str = "teacher"
-    schema: dict[str, Any] | None = None
-    output_raw: str | None = None
-    output: Any = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    cost: float | None = None
-    status: str = "ok"
-    error: str | None = None
-    id: str = field(default_factory=new_record_id)
-    created_at: str = field(default_factory=utc_now)
-    version: int | None = None  # the student version that answered (student/shadow records)
-    agreement: float | None = None  # agreement with the teacher's answer, when measured
-    # Why the teacher answered a call its site's student would have served (teacher
-    # records only; e.g. the student was busy past `max_wait_ms`); None otherwise.
-    route: str | None = None
-    # Validator verdicts live in their own table; None means "not loaded / not validated".
-    verdicts: list[Verdict] | None = field(default=None, compare=False)
-
-    @property
-    def valid(self) -> bool | None:
-        """True when every verdict passed, False when any failed, None if unvalidated."""
-        if self.verdicts is None or not self.verdicts:
-            return None
-        return all(v.passed for v in self.verdicts)
-
-    def input_key(self) -> str:
-        """Identity of the call's input: the site plus its canonical arguments. Two records
-        with the same key answered the same question (teacher vs student, or a repeat)."""
-        return self.site + "\n" + dumps_canonical(self.args)
-
-    def input_hash(self) -> str:
-        """`input_key()` as 32 hex characters (stored in `records.input_hash`)."""
-        return input_hash(self.site, self.args)
-
-    def to_public(self) -> dict[str, Any]:
-        """The stable export shape: `id` first, then the documented fields."""
-        data = asdict(self)
-        ordered = ["id", "site", "fingerprint", "model", "source", "messages", "schema",
-                   "args", "output_raw", "output", "latency_ms", "usage", "cost", "status",
-                   "error", "created_at", "version", "agreement", "route", "verdicts"]
-        return {key: data[key] for key in ordered}
-
-    def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        del row["verdicts"]
-        for column in JSON_COLUMNS:
-            row[column] = None if row[column] is None else json.dumps(
-                row[column], ensure_ascii=False, separators=(",", ":"), sort_keys=False
-            )
-        return row
-
-    @classmethod
-    def from_row(cls, row: Any) -> Record:
-        data = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
-        for column in JSON_COLUMNS:
-            if data.get(column) is not None:
-                data[column] = json.loads(data[column])
-        if data.get("usage") is None:
-            data["usage"] = {}
-        return cls(**data)
+__all__ = ["JSON_COLUMNS", "SOURCES", "STATUSES", "Record", "Verdict", "input_hash",
+           "new_record_id", "utc_ago", "utc_now"]

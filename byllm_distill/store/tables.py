@@ -138,5 +138,3 @@ locks = sa.Table(
     sa.Column("heartbeat_at", sa.String(40)),
 )
 
-# Columns holding JSON text; decoded when a record is read back.
-JSON_COLUMNS = ("messages", "schema", "args", "output", "usage")

@@ -27,6 +27,7 @@ from typing import Any
 from byllm_distill.artifacts import MANIFEST_FORMAT
 from byllm_distill.codec.schema import max_json_chars
 from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.progress import Progress
 from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
 from byllm_distill.store import Store
 from byllm_distill.store.record import utc_now
@@ -87,7 +88,7 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
 def train_site(site: str, config: DistillConfig | None = None, store: Store | None = None,
                train_config: TrainConfig | None = None, filtered: bool = True,
                holdout: float = 0.2, seed: int = 0, base: str | None = None,
-               quant: str = "Q4_K_M", progress: bool = True,
+               quant: str = "Q4_K_M", progress: Progress | None = None,
                enum_names: bool = True) -> TrainedVersion:
     """Train, export and register a new version of `site`'s student (not activated)."""
     if quant not in QUANT_TYPES:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.progress import Progress, Step, report
 from byllm_distill.store.record import utc_now
 from byllm_distill.training import TrainingError
 from byllm_distill.training.base_model import (
@@ -93,7 +94,8 @@ class TrainConfig:
         "help": "Load the base in 4-bit nf4 (bitsandbytes) and train LoRA on top."})
     threads: int = field(default=2, metadata={"help": "torch CPU threads."})
     device: str = field(default="auto", metadata={
-        "help": "Where to train: cpu, cuda, or auto (cuda when a GPU is visible)."})
+        "help": "Where to train: cpu, cuda, or auto (cuda when a GPU is visible).",
+        "choices": DEVICES})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
 
@@ -260,10 +262,10 @@ def make_peft_model(model: Any, config: TrainConfig) -> Any:
 
 
 def train(dataset: Dataset, dest: Path, config: TrainConfig | None = None,
-          base: BaseModelRef | None = None, progress: bool = True) -> TrainResult:
-    """Train a LoRA adapter on `dataset.train` and write it to `dest` (see module docstring)."""
+          base: BaseModelRef | None = None, progress: Progress | None = None) -> TrainResult:
+    """Train a LoRA adapter on `dataset.train` and write it to `dest` (see module docstring);
+    each step is reported to `progress` (progress.py) with its loss and tokens/s."""
     import torch
-    from tqdm import tqdm
 
     config = config or TrainConfig()
     base = base or resolve_base()
@@ -297,8 +299,7 @@ def train(dataset: Dataset, dest: Path, config: TrainConfig | None = None,
     started = time.perf_counter()
     partial.mkdir(parents=True)
     try:
-        bar = tqdm(range(total), desc=f"train {dataset.site}", unit="step", disable=not progress)
-        for _step in bar:
+        for step in range(total):
             batch = []
             while len(batch) < config.batch_size:
                 if not order:
@@ -315,7 +316,8 @@ def train(dataset: Dataset, dest: Path, config: TrainConfig | None = None,
             tokens += int(inputs["attention_mask"].sum())
             losses.append(float(loss.detach()))
             rate = tokens / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:.0f}")
+            report(progress, Step(f"train {dataset.site}", step + 1, total, "step",
+                                  {"loss": f"{losses[-1]:.3f}", "tok_s": f"{rate:.0f}"}))
         seconds = time.perf_counter() - started
         model.save_pretrained(partial)
         tail = losses[-max(1, min(10, len(losses))):]

@@ -1,16 +1,6 @@
-"""What a validator returns: one named pass/fail verdict with a human-readable detail."""
+"""What a validator returns: one named pass/fail verdict with a human-readable detail
+(`Verdict`, defined beside `Record` in byllm_distill/records.py)."""
 
-from __future__ import annotations
+from byllm_distill.records import Verdict
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
-
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    passed: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["Verdict"]

@@ -14,7 +14,7 @@ import jsonschema
 from byllm_distill.validators.base import Verdict
 
 if TYPE_CHECKING:
-    from byllm_distill.store.record import Record
+    from byllm_distill.records import Record
 
 
 def output_schema(record: Record) -> dict | None:

@@ -31,7 +31,7 @@ from byllm_distill import tasks
 from byllm_distill.validators.base import Verdict
 
 if TYPE_CHECKING:
-    from byllm_distill.store.record import Record
+    from byllm_distill.records import Record
 
 log = logging.getLogger("byllm_distill")
 

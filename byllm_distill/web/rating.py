@@ -37,10 +37,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from byllm_distill.errors import DistillError
 from byllm_distill.evaluation.pairing import STUDENT_SOURCES, args_key
-from byllm_distill.evaluation.ratings import CRITERIA, source_label
-from byllm_distill.evaluation.registry import registry as metric_registry
+from byllm_distill.evaluation.ratings import criteria_for, rubric_for, source_label
 from byllm_distill.store import RecordFilter, Store
 from byllm_distill.store.record import Record
+from byllm_distill.task_metrics import registry as metric_registry
 from byllm_distill.web import rating_html as html
 
 log = logging.getLogger("byllm_distill")
@@ -154,11 +154,15 @@ class RatingApp:
                 queue.remove(handle)
                 self._done[rater] += 1
 
-    def rate(self, rater: str, handle: str, scores: dict[str, int], comment: str) -> None:
+    def single(self, handle: str) -> Single:
+        """The rating item `handle` names (LookupError: there is none)."""
         item = self.items.get(handle)
         if not isinstance(item, Single):
             raise LookupError(handle)
-        self.store.add_rating(item.record.id, rater, scores, comment)
+        return item
+
+    def rate(self, rater: str, handle: str, scores: dict[str, int], comment: str) -> None:
+        self.store.add_rating(self.single(handle).record.id, rater, scores, comment)
         self._finish(rater, handle)
 
     def prefer(self, rater: str, handle: str, choice: str) -> None:
@@ -200,12 +204,12 @@ class RatingApp:
             site, args = item.record.site, item.record.args
             answer = html.answer_view("The answer", self._image(item.record), item.record.output)
             return html.rating_page(item.handle, rater, position, total, args, answer,
-                                    metric_registry.legend(site))
+                                    metric_registry.legend(site), rubric_for(site))
         site, args = item.left.site, item.left.args
         left = html.answer_view("Left", self._image(item.left), item.left.output)
         right = html.answer_view("Right", self._image(item.right), item.right.output)
         return html.pair_page(item.handle, rater, position, total, args, left, right,
-                              metric_registry.legend(site))
+                              metric_registry.legend(site), rubric_for(site))
 
 
 def clean_rater(value: str | None) -> str | None:
@@ -299,7 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
                               html.message("Bad request", "The form has no valid rater id."))
         try:
             if url.path == "/rate":
-                scores = {c: int(form.get(c, "")) for c in CRITERIA}
+                site = self.app.single(handle).record.site
+                scores = {c: int(form.get(c, "")) for c in criteria_for(site)}
                 if not all(1 <= s <= 5 for s in scores.values()):
                     raise ValueError("scores are 1 to 5")
                 self.app.rate(rater, handle, scores, form.get("comment", "")[:2000])

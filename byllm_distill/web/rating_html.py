@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from byllm_distill.evaluation.ratings import RUBRIC
+from byllm_distill.tasks import Rubric
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:20px auto;max-width:1180px;color:#222}
@@ -110,9 +110,9 @@ def _skip(handle: str, rater: str) -> str:
 
 
 def rating_page(handle: str, rater: str, position: int, total: int, args: dict[str, Any],
-                answer: str, legend: str) -> str:
+                answer: str, legend: str, rubric: Rubric) -> str:
     fields = []
-    for key, title, help_text in RUBRIC:
+    for key, title, help_text in rubric:
         radios = "".join(
             f'<label class="score" for="{key}-{n}"><input type="radio" id="{key}-{n}" '
             f'name="{key}" value="{n}" required> {n}</label>' for n in range(1, 6))
@@ -131,14 +131,14 @@ def rating_page(handle: str, rater: str, position: int, total: int, args: dict[s
 
 
 def pair_page(handle: str, rater: str, position: int, total: int, args: dict[str, Any],
-              left: str, right: str, legend: str) -> str:
+              left: str, right: str, legend: str, rubric: Rubric) -> str:
     choices = "".join(
         f'<label class="score" for="choice-{value}"><input type="radio" id="choice-{value}" '
         f'name="choice" value="{value}" required> {label}</label>'
         for value, label in (("left", "Left is better"), ("tie", "About the same"),
                              ("right", "Right is better")))
     legend_html = f'<p class="muted">{escape(legend)}</p>' if legend else ""
-    criteria = "; ".join(title.lower() for _, title, _ in RUBRIC)
+    criteria = "; ".join(title.lower() for _, title, _ in rubric)
     return page(f"Item {position} of {total}", f"""
 {_header(rater, position, total)}
 <p>Two answers to the same request. Which is better overall ({escape(criteria)})?</p>

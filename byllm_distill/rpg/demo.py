@@ -1,4 +1,5 @@
-"""`byllm-distill demo`: the whole loop on embedded defaults, no API key.
+"""`byllm-distill demo` (a command of the RPG task, cli.py): the whole loop on embedded
+defaults, no API key.
 
 1. Capture: play RPG runs with the offline teacher (optionally with simulated mistakes,
    `--teacher-errors`); every call is recorded and validated.
@@ -25,12 +26,13 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from byllm_distill.errors import DistillError
 from byllm_distill.lifecycle import JobReport, Worker, promote_if_ready, set_pin
+from byllm_distill.progress import Progress, Step, report
 from byllm_distill.registry import SiteRegistry
 from byllm_distill.rpg.corpus import LEVEL_SITE, MAP_SITE
 from byllm_distill.store import Record, RecordFilter, Store
@@ -43,14 +45,33 @@ SITES = (LEVEL_SITE, MAP_SITE)
 
 @dataclass
 class DemoOptions:
-    home: Path
-    runs: int = 40
+    """The demo's settings; `byllm-distill demo`'s options are made from these fields."""
+
+    home: Path = field(default=Path(".byllm-distill-demo"), metadata={
+        "help": "The demo's own data folder (recreated on every run)."})
+    runs: int = field(default=40, metadata={"help": "Corpus runs (5 levels each)."})
     levels_per_run: int = 5
-    steps: int | None = None  # None: the trainer's default budget
-    shadow_runs: int = 6  # the gate is asked after each shadow answer: n grows with runs
-    serve_runs: int = 2
-    seed: int = 0
-    teacher_errors: float = 0.0  # simulated teacher mistakes (rpg/mistakes.py)
+    steps: int | None = field(default=None, metadata={
+        "help": "LoRA training steps per site (default: the trainer's budget)."})
+    # The gate is asked after each shadow answer: n grows with the runs.
+    shadow_runs: int = field(default=6, metadata={
+        "help": "Runs in shadow mode before the gate decides."})
+    serve_runs: int = field(default=2, metadata={"help": "Runs served afterwards."})
+    seed: int = field(default=0, metadata={"help": "Seed of the runs and the teacher."})
+    teacher_errors: float = field(default=0.0, metadata={
+        "help": "Simulation: this fraction of the offline teacher's answers carries a "
+                "mistake hosted models make; training keeps only valid records."})
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home)
+        if min(self.runs, self.levels_per_run, self.shadow_runs) < 1 or self.serve_runs < 0:
+            raise DistillError("the demo needs at least 1 corpus run, 1 level per run and 1 "
+                               "shadow run (and 0 or more serve runs).")
+        if self.steps is not None and self.steps < 1:
+            raise DistillError(f"--steps must be at least 1, got {self.steps}.")
+        if not 0.0 <= self.teacher_errors <= 1.0:
+            raise DistillError("--teacher-errors must be a fraction between 0 and 1, got "
+                               f"{self.teacher_errors}.")
 
 
 def _fresh_home(home: Path) -> None:
@@ -99,7 +120,9 @@ def summarize(records: list[Record]) -> dict[str, Any]:
     }
 
 
-def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(options: DemoOptions, say: Callable[[str], None] = print,
+             progress: Progress | None = None) -> dict[str, Any]:
+    """The five steps above; lines go to `say`, the long steps' progress to `progress`."""
     _fresh_home(options.home)
     os.environ["BYLLM_DISTILL_HOME"] = str(options.home.resolve())
     if options.steps is not None:
@@ -122,15 +145,15 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     say(f"[1/5] Capture: {options.runs} runs x {options.levels_per_run} levels with the "
         f"offline teacher{mistakes} (every by llm() call is recorded and validated)")
     corpus = generate_corpus(options.runs, options.levels_per_run, seed=options.seed,
-                             teacher_errors=options.teacher_errors)
+                             teacher_errors=options.teacher_errors, progress=progress)
     for line in corpus.lines():
         say("      " + line)
 
-    reports = _train(config, store, say)
+    reports = _train(config, store, say, progress)
     program = load_program()
     say(f"[3/5] Shadow: {options.shadow_runs} runs; the students answer each call alongside "
         "the teacher, off the caller's path, and the gate scores them")
-    modes = _shadow(store, config, program, options, reports, say)
+    modes = _shadow(store, config, program, options, reports, say, progress)
 
     say(f"[4/5] Serve: {options.serve_runs} runs")
     pinned = [site for site in SITES if modes[site] != "student"]
@@ -173,7 +196,8 @@ def _short(site: str) -> str:
     return site.rsplit(".", 1)[-1]
 
 
-def _train(config: Any, store: Store, say: Callable[[str], None]) -> dict[str, JobReport]:
+def _train(config: Any, store: Store, say: Callable[[str], None],
+           progress: Progress | None) -> dict[str, JobReport]:
     """Train every site through the worker (the level site first: its answers are short)."""
     budget = (f"{config.train_steps} LoRA steps" if config.train_steps
               else f"LoRA, default budget ({budget_help()})")
@@ -181,7 +205,7 @@ def _train(config: Any, store: Store, say: Callable[[str], None]) -> dict[str, J
         "SmolLM2-135M), exports GGUFs and scores each on held-out inputs")
     reports = {}
     for site in SITES:
-        result = Worker(config, store).step(site=site)
+        result = Worker(config, store, progress=progress).step(site=site)
         report = result if isinstance(result, JobReport) else None
         if report is None or report.error:
             raise DistillError(f"training {site} did not complete: "
@@ -196,7 +220,8 @@ def _train(config: Any, store: Store, say: Callable[[str], None]) -> dict[str, J
 
 
 def _shadow(store: Store, config: Any, program: Any, options: DemoOptions,
-            reports: dict[str, JobReport], say: Callable[[str], None]) -> dict[str, str]:
+            reports: dict[str, JobReport], say: Callable[[str], None],
+            progress: Progress | None) -> dict[str, str]:
     """Play the shadow runs, then let the gate decide each site; returns the modes."""
     import byllm_distill
     from byllm_distill import capture, router
@@ -206,7 +231,7 @@ def _shadow(store: Store, config: Any, program: Any, options: DemoOptions,
     play_runs(program, options.shadow_runs, options.levels_per_run, options.seed + 1000)
     active = router.get_router(capture.get_capture())
     if active is not None:
-        _wait_for_background(active)
+        _wait_for_background(active, progress)
     byllm_distill.flush(600)
     modes = {}
     for site in SITES:
@@ -256,20 +281,16 @@ def _promotion(store: Store, site: str, version: int) -> dict[str, Any] | None:
     return event.details if event is not None and "criteria" in event.details else None
 
 
-def _wait_for_background(active: Any, timeout: float = 900.0) -> None:
-    """Show the student's off-path answers finishing (the program itself has returned)."""
-    from tqdm import tqdm
-
-    left = active.pending()
-    if not left:
-        return
+def _wait_for_background(active: Any, progress: Progress | None,
+                         timeout: float = 900.0) -> None:
+    """Wait for the student's off-path answers (the program itself has returned), reporting
+    them to `progress` as they finish."""
+    total = left = active.pending()
     deadline = time.monotonic() + timeout
-    with tqdm(total=left, desc="shadow answers", unit="call") as bar:
-        while left and time.monotonic() < deadline:
-            time.sleep(0.5)
-            now = active.pending()
-            bar.update(left - now)
-            left = now
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = active.pending()
+        report(progress, Step("shadow answers", total - left, total, "call"))
 
 
 def _pct(value: float | None) -> str:
