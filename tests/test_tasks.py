@@ -83,7 +83,8 @@ def test_a_tasks_rubric_is_what_its_answers_are_rated_on_and_others_get_the_gene
     assert [key for key, _, _ in rubric_for("rpg.create_next_map")] == [
         "gameplay", "structure", "adherence"]
     record = Record(site="shop.buy", fingerprint="f", source="teacher", model="m",
-                    messages=[], args={"list": ["tea"]}, output=["tea"], output_raw='["tea"]')
+                    messages=[], args={"list": ["tea"]}, output=["tea"], output_raw='["tea"]',
+                    latency_ms=1.0)
     ratings = [{"record_id": record.id, "rater": "ann", "scores": {"fit": 4, "price": 2}}]
     summary = summarize_ratings(ratings, [], {record.id: record})
     assert summary["criteria"] == [["fit", "Fits the basket"], ["price", "Priced right"]]
