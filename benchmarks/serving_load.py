@@ -15,8 +15,8 @@ maps for fresh levels from the offline teacher (seeded), and prints in one run:
    the version's folder under its own name (distinct files, so nothing is shared between
    them, as between separately trained versions), each answering one map once loaded.
 
-Adapter serving (one resident base, LoRA adapters per site) is not built yet, so its
-decode speed is not measured here. Targets (issue 14, 2 cores): throughput at 8 callers
+Adapter serving (one resident base, LoRA adapters per site) is measured by
+benchmarks/adapters.py (decode speed against merged, RSS with 1, 5, 10 adapter sites). Targets (issue 14, 2 cores): throughput at 8 callers
 >= 2.5x one caller's; 10 resident sites <= 1.5x the RSS of one; map p50 <= 0.6 s and p95
 <= 1.0 s.
 
@@ -180,7 +180,7 @@ def main() -> None:
     first, last = result["resident"][0]["rss_mb"], result["resident"][-1]["rss_mb"]
     result["rss_ratio_10_to_1"] = round(last / first, 2)
     print(f"  RSS 10 sites / 1 site: {result['rss_ratio_10_to_1']}x (target <= 1.5x)")
-    print("  adapter serving (one base, per-site LoRA): not built yet, not measured")
+    print("  adapter serving (one base, per-site LoRA): see benchmarks/adapters.py")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -185,6 +185,11 @@ class DistillConfig:
         "help": "Plug-ins whose validators are not loaded, by name (e.g. 'rpg'; the "
                 "task's metrics and commands stay).",
         "env": "BYLLM_DISTILL_DISABLED_VALIDATORS"})
+    serving: str = field(default="merged", metadata={
+        "help": "How students are served: 'merged' (each version's own merged GGUF) or "
+                "'adapter' (its LoRA adapter over one shared base GGUF per base model; "
+                "versions without an adapter, or without their base here, serve merged).",
+        "env": "BYLLM_DISTILL_SERVING"})
     defaults: SiteSettings = field(default_factory=SiteSettings, metadata={"help": "", "env": ""})
     sites: dict[str, SiteSettings] = field(default_factory=dict, metadata={"help": "", "env": ""})
     # `[plugins.distill.tasks.NAME]` tables as written; a task reads its own (task_settings.py)
@@ -208,6 +213,8 @@ class DistillConfig:
             raise ConfigError(f"'max_failures' must be at least 1, got {self.max_failures!r}.")
         if self.stale_after <= 0:
             raise ConfigError(f"'stale_after' must be positive seconds, got {self.stale_after!r}.")
+        if self.serving not in ("merged", "adapter"):
+            raise ConfigError(f"'serving' must be merged or adapter, got {self.serving!r}.")
         if self.train_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"'train_device' must be auto, cpu or cuda, got "
                               f"{self.train_device!r}.")

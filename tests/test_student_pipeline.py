@@ -142,7 +142,8 @@ def test_student_answers_parse_into_map_through_byllm(trained) -> None:
 
 
 def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Path) -> None:
-    from byllm_distill.runtime.engine import Engine, StudentSpec, _load_llama, unload
+    from byllm_distill.runtime.engine import Engine, StudentSpec, unload
+    from byllm_distill.runtime.models import weights_for
 
     config, store, version = trained
     args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
@@ -152,8 +153,8 @@ def test_trained_student_differs_from_the_base_model(trained, base, tmp_path: Pa
                               tmp_path / "base.gguf", "Q4_0")
     base_spec = replace(spec, gguf=base_gguf)
     try:
-        student = Engine(spec, *_load_llama(spec))
-        untrained = Engine(base_spec, *_load_llama(base_spec))
+        student = Engine(spec, weights_for(spec))
+        untrained = Engine(base_spec, weights_for(base_spec))
         first = student.generate(args, temperature=0.0)
         other = untrained.generate(args, temperature=0.0)
         sampled = [student.generate(args, seed=7).text for _ in range(2)]

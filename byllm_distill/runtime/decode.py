@@ -17,7 +17,10 @@ the `Llama`'s lock.
   rollback restores the model's position (the next `eval` drops the later KV cache), the
   saved next-token logits, a copy of the grammar's state and the guide's cursor.
 - The prompt is evaluated once per call, not once per attempt: a later attempt (or a call
-  with the same prompt) restores the cached prompt's position and logits (`start`).
+  with the same prompt) restores the cached prompt's position and logits (`start`), but
+  only when the `Llama`'s KV cache was last filled by this decoder's weights (`KVOwner`:
+  sites served as adapters share one base `Llama`, and a prompt another adapter
+  evaluated has other keys and values).
 - Budgets: at most `ITEM_REDRAWS` redraws in a row for one item and `ATTEMPT_REDRAWS` in
   all. Past that, an attempt that is not the `last` stops with finish reason "rejected"
   (its answer could no longer pass); the last one keeps the item and finishes unchecked,
@@ -71,17 +74,28 @@ def _clone(grammar: Any, owned: list[Any]) -> Any:
     return copy
 
 
+class KVOwner:
+    """Which weights (a tag: merged file, or base + adapter) last filled one `Llama`'s KV
+    cache; shared by every decoder on that `Llama`."""
+
+    def __init__(self) -> None:
+        self.owner: str | None = None
+
+
 class _DeadEnd(Exception):
     """No token is allowed here (the grammar and a number's allowed values disagree)."""
 
 
 class Decoder:
-    def __init__(self, llama: Any, max_tokens: int) -> None:
+    def __init__(self, llama: Any, max_tokens: int, tag: str = "",
+                 kv: KVOwner | None = None) -> None:
         import llama_cpp
         import numpy as np
 
         self.llama = llama
         self.max_tokens = max_tokens
+        self.tag = tag
+        self.kv = kv or KVOwner()
         self.reuse_prompt = True
         self.prompt_evals = 0  # full prompt evaluations (the rest reused the KV cache)
         self._prompt: tuple[list[int], Any] | None = None
@@ -203,11 +217,12 @@ class Decoder:
         n = len(prompt)
         saved = self._prompt
         if (self.reuse_prompt and saved is not None and saved[0] == prompt
-                and llama.n_tokens >= n
+                and self.kv.owner == self.tag and llama.n_tokens >= n
                 and np.array_equal(llama.input_ids[:n], np.asarray(prompt))):
             llama.n_tokens = n  # the next eval drops the previous answer's KV entries
             return saved[1].copy()
         llama.reset()
+        self.kv.owner = self.tag
         llama.eval(prompt)
         self.prompt_evals += 1
         logits = self.logits().copy()

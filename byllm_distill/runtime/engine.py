@@ -1,9 +1,11 @@
 """Serve one call site's student from its GGUF with llama-cpp-python (no byLLM needed).
 
 Contract. `engine_for(site, ...)` returns the site's `Engine`, loading it on first use:
-the version's files are checked against the sha256s in its manifest, then the GGUF is
-loaded (one `Llama` per GGUF path, shared) and the grammar is built from the bounded schema
-the manifest carries. Only a fully loaded engine enters the cache: a missing, changed or
+the version's files are checked against the sha256s in its manifest, then its weights are
+loaded (models.py: the merged GGUF, one `Llama` per path, shared; or with `serving =
+"adapter"` the site's LoRA adapter over the data dir's shared base `Llama`, switched in
+for each call's turn) and the grammar is built from the bounded schema the manifest
+carries. Only a fully loaded engine enters the cache: a missing, changed or
 corrupt file raises `ArtifactError` naming the file and the fix, and the cache holds
 nothing for that site afterwards. `Engine.generate(args)` builds the prompt with the
 version's codec and prompt format (so inference sees the text training saw, see
@@ -31,22 +33,16 @@ ones the router applies) is drawn again, up to the version's `attempts`; the fir
 that passes is returned, else the last one, which the router then replaces with the
 teacher's. `Generation.passed` lists the verdict of each attempt, so evaluation can report
 first-attempt validity next to the served one; `Generation.redraws` counts item redraws.
-
-On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
-tensors, so there the model is loaded without llama.cpp's extra buffer types.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,14 +53,13 @@ from byllm_distill.codec.site import SiteCodec
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder
 from byllm_distill.runtime.guide import guide_for, student_record
-from byllm_distill.runtime.load import Turns
+from byllm_distill.runtime.models import Weights, release, weights_for
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_ATTEMPTS = 1  # manifests written before validator-checked sampling
 GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
-_llamas: dict[str, tuple[Any, Turns]] = {}
 
 
 @dataclass(frozen=True)
@@ -106,6 +101,8 @@ class StudentSpec:
     temperature: float = 0.0
     top_p: float = 1.0
     attempts: int = DEFAULT_ATTEMPTS
+    adapter: Path | None = None  # the LoRA GGUF for adapter serving (bases.py)
+    base: dict[str, Any] | None = None  # the shared base it applies to
 
     @classmethod
     def from_folder(cls, site: str, folder: Path, version: int | None = None) -> StudentSpec:
@@ -119,7 +116,7 @@ class StudentSpec:
             raise ArtifactError(f"{path} is corrupt ({exc}); {fix}.") from exc
         check_manifest_format(manifest, path, site)
         try:
-            serving = manifest["serving"]
+            serving, lora = manifest["serving"], manifest.get("adapter_serving")
             return cls(site=site, folder=Path(folder),
                        gguf=Path(folder) / manifest.get("gguf", "model.gguf"),
                        codec=SiteCodec.from_dict(serving["codec"]),
@@ -129,62 +126,12 @@ class StudentSpec:
                        n_ctx=int(serving.get("n_ctx", 2048)), version=version,
                        temperature=float(serving.get("temperature", 0.0)),
                        top_p=float(serving.get("top_p", 1.0)),
-                       attempts=max(1, int(serving.get("attempts", DEFAULT_ATTEMPTS))))
+                       attempts=max(1, int(serving.get("attempts", DEFAULT_ATTEMPTS))),
+                       adapter=Path(folder) / lora["adapter"] if lora else None,
+                       base=lora["base"] if lora else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{path} lacks a serving section this version of byllm-distill "
                                 f"reads ({exc}); {fix}.") from exc
-
-
-def _threads() -> int:
-    explicit = os.environ.get("BYLLM_DISTILL_THREADS")
-    if explicit and explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-@contextlib.contextmanager
-def _model_params_for_this_cpu() -> Iterator[None]:
-    """Turn off llama.cpp's extra buffer types (AMX, repack) where AMX is present.
-
-    `Llama()` takes its model parameters from `llama_model_default_params()` with no way to
-    pass `use_extra_bufts`, so the default is swapped for the duration of one load (under
-    the module lock, so no other load of ours sees it).
-    """
-    import llama_cpp.llama as llama_module
-
-    low = llama_module.llama_cpp
-    if b"AMX_INT8 = 1" not in low.llama_print_system_info():
-        yield
-        return
-    original = low.llama_model_default_params
-
-    def without_extra_buffers() -> Any:
-        params = original()
-        params.use_extra_bufts = False
-        return params
-
-    low.llama_model_default_params = without_extra_buffers
-    try:
-        yield
-    finally:
-        low.llama_model_default_params = original
-
-
-def _load_llama(spec: StudentSpec) -> tuple[Any, Turns]:
-    key = str(spec.gguf.resolve())
-    if key in _llamas:
-        return _llamas[key]
-    from llama_cpp import Llama
-
-    try:
-        with _model_params_for_this_cpu():
-            llama = Llama(model_path=key, n_ctx=spec.n_ctx, n_threads=_threads(),
-                          n_threads_batch=_threads(), verbose=False)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise ArtifactError(f"{spec.gguf} cannot be loaded by llama.cpp ({exc}); retrain with "
-                            f"`byllm-distill train {spec.site}`.") from exc
-    _llamas[key] = (llama, Turns())
-    return _llamas[key]
 
 
 def compact_gbnf(schema: dict[str, Any]) -> str:
@@ -201,17 +148,20 @@ class PromptOverBudget(ValueError):
 
 
 class Engine:
-    """A loaded student: the shared `Llama`, its turns (one call at a time, load.py), the
-    codec and the prompt format; `Decoder` (decode.py) runs the token loop."""
+    """A loaded student: its weights (models.py: the shared `Llama`, its turns, one call at
+    a time, and the site's adapter if any), the codec and the prompt format; `Decoder`
+    (decode.py) runs the token loop."""
 
-    def __init__(self, spec: StudentSpec, llama: Any, turns: Turns) -> None:
+    def __init__(self, spec: StudentSpec, weights: Weights, requested: str = "merged") -> None:
         import llama_cpp
 
         self.spec = spec
-        self.llama = llama
-        self.turns = turns
+        self.weights = weights
+        self.requested = requested  # the serving mode asked for (weights may be merged)
+        self.llama = llama = weights.llama
+        self.turns = weights.turns
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        self._decoder = Decoder(llama, spec.max_tokens)
+        self._decoder = Decoder(llama, spec.max_tokens, weights.tag, weights.kv)
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         weakref.finalize(self, _free_samplers, self._grammars)
         self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
@@ -299,6 +249,7 @@ class Engine:
         passed: list[bool] = []
         completion = redraws = 0
         with self.turns.turn():
+            self.weights.activate()  # this site's adapter, for this turn only
             if len(prompt) + self.spec.max_tokens > self.llama.n_ctx():
                 raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
                                  f"{self.spec.max_tokens}-token answer in n_ctx "
@@ -349,13 +300,16 @@ def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
 
 
 def engine_for(site: str, data_dir: Path | None = None, version: int | None = None,
-               folder: Path | None = None) -> Engine:
+               folder: Path | None = None, serving: str | None = None) -> Engine:
     """The site's loaded engine (see the module docstring). Give `folder` to serve a version
-    folder directly, else the registry under `data_dir` picks the version."""
+    folder directly, else the registry under `data_dir` picks the version. `serving`
+    ("merged" or "adapter") defaults to the configured `serving`; `data_dir` holds the
+    shared base GGUFs (default: the configured data dir)."""
     with _lock:
         cached = _engines.get(site)
         if cached is not None and (folder is None or cached.spec.folder == Path(folder)) and (
-                version is None or cached.spec.version == version):
+                version is None or cached.spec.version == version) and (
+                serving is None or cached.requested == serving):
             return cached
         # A failed (re)load must leave nothing behind for the site, not the old engine.
         _engines.pop(site, None)
@@ -369,9 +323,12 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         else:
             verify_files(site, Path(folder))
         spec = StudentSpec.from_folder(site, folder, version)
-        llama, turns = _load_llama(spec)
+        if serving is None:
+            from byllm_distill.config import load_config
+
+            serving = load_config().serving
         try:
-            engine = Engine(spec, llama, turns)
+            engine = Engine(spec, weights_for(spec, serving, data_dir), serving)
         except BaseException:
             _release_unused()
             raise
@@ -393,8 +350,5 @@ def unload(site: str | None = None) -> None:
 
 
 def _release_unused() -> None:
-    """Close every `Llama` no cached engine uses (callers hold `_lock`)."""
-    used = {str(e.spec.gguf.resolve()) for e in _engines.values()}
-    for path in [p for p in _llamas if p not in used]:
-        llama, _ = _llamas.pop(path)
-        llama.close()
+    """Free the weights no cached engine uses (callers hold `_lock`)."""
+    release([e.weights for e in _engines.values()])

@@ -5,10 +5,17 @@ into nf4 weights damages the model. The merged Hugging Face folder goes through 
 `convert_hf_to_gguf.py` (as a subprocess) to an f16 GGUF, which `llama_model_quantize`
 (llama-cpp-python, in process) turns into Q4_K_M (default) or Q8_0.
 
-The converter is not in the llama-cpp-python wheel, only in its sdist. `prepare_converter()`
-fetches that sdist once with pip (the same version as the installed wheel, from PyPI, no
-model hub involved), and keeps `convert_hf_to_gguf.py`, `conversion/` and `gguf-py/` under
-`<cache>/llama.cpp/llama-cpp-python-<version>/`. Setup scripts run it as
+Adapter serving (see bases.py): `export_adapter` turns the PEFT adapter itself into a LoRA
+GGUF with llama.cpp's `convert_lora_to_gguf.py` (f16), and `base_gguf` converts and
+quantizes the base alone, the same way and to the same quant as the merged model, once per
+data dir and base (keyed by the base's name, its weights' hash and the quant).
+
+The converters are not in the llama-cpp-python wheel, only in its sdist.
+`prepare_converter()` fetches that sdist once with pip (the same version as the installed
+wheel, from PyPI, no model hub involved), and keeps `convert_hf_to_gguf.py`,
+`convert_lora_to_gguf.py`, `conversion/` and `gguf-py/` under
+`<cache>/llama.cpp/llama-cpp-python-<version>/` (to a folder prepared before the LoRA
+converter was kept, preparing again adds it). Setup scripts run it as
 
     python -m byllm_distill.training.export --prepare
 
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -31,13 +40,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from byllm_distill.artifacts import sha256_file
 from byllm_distill.training import TrainingError
 from byllm_distill.training.base_model import BaseModelRef, cache_root, load_tokenizer
 
 QUANT_TYPES = ("Q4_K_M", "Q4_0", "Q8_0", "F16")
 CONVERTER = "convert_hf_to_gguf.py"
-# What the converter imports from the llama.cpp tree; nothing else is kept.
-_KEEP = (CONVERTER, "conversion/", "gguf-py/", "LICENSE")
+LORA_CONVERTER = "convert_lora_to_gguf.py"
+# What the converters import from the llama.cpp tree; nothing else is kept.
+_KEEP = (CONVERTER, LORA_CONVERTER, "conversion/", "gguf-py/", "LICENSE")
 PREPARE_COMMAND = "python -m byllm_distill.training.export --prepare"
 
 
@@ -73,7 +84,8 @@ def converter_dir() -> Path:
 
 def converter_ready() -> bool:
     folder = converter_dir()
-    return (folder / CONVERTER).is_file() and (folder / "gguf-py" / "gguf").is_dir()
+    return ((folder / CONVERTER).is_file() and (folder / LORA_CONVERTER).is_file()
+            and (folder / "gguf-py" / "gguf").is_dir())
 
 
 def prepare_converter(sdist: Path | None = None, force: bool = False) -> Path:
@@ -92,11 +104,15 @@ def prepare_converter(sdist: Path | None = None, force: bool = False) -> Path:
         _extract(archive, staged)
         if force:
             shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.rename(staged, target)
-        except OSError:
-            if not converter_ready():
-                raise
+        if (target / CONVERTER).is_file():
+            # Prepared before the LoRA converter was kept: add it, leave the rest in use.
+            os.replace(staged / LORA_CONVERTER, target / LORA_CONVERTER)
+        else:
+            try:
+                os.rename(staged, target)
+            except OSError:
+                if not converter_ready():
+                    raise
     return target
 
 
@@ -151,23 +167,82 @@ def merge_adapter(base: BaseModelRef, adapter_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def convert_to_gguf(hf_dir: Path, out: Path, outtype: str = "f16") -> Path:
-    """Run llama.cpp's converter on a Hugging Face folder."""
+def _run_converter(script: str, args: list[str], out: Path, what: str) -> Path:
     if not converter_ready():
-        raise TrainingError(f"the HF→GGUF converter is not prepared; run `{PREPARE_COMMAND}` "
+        raise TrainingError(f"the HF→GGUF converters are not prepared; run `{PREPARE_COMMAND}` "
                             "once (it fetches the llama-cpp-python sdist from PyPI).")
     folder = converter_dir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "gguf-py"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "gguf-py"), str(folder),
                                                        os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, str(folder / CONVERTER), str(hf_dir), "--outfile", str(out),
-           "--outtype", outtype]
+    cmd = [sys.executable, str(folder / script), *args, "--outfile", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not out.is_file():
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-        raise TrainingError(f"GGUF conversion of {hf_dir} failed (exit {proc.returncode}):\n"
+        raise TrainingError(f"GGUF conversion of {what} failed (exit {proc.returncode}):\n"
                             f"{tail}")
     return out
+
+
+def convert_to_gguf(hf_dir: Path, out: Path, outtype: str = "f16") -> Path:
+    """Run llama.cpp's converter on a Hugging Face folder."""
+    return _run_converter(CONVERTER, [str(hf_dir), "--outtype", outtype], out, str(hf_dir))
+
+
+def export_adapter(base: BaseModelRef, adapter_dir: Path, out: Path) -> Path:
+    """The PEFT adapter in `adapter_dir` as a LoRA GGUF (f16) for `base`'s architecture."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        _run_converter(LORA_CONVERTER, [str(adapter_dir), "--base", str(base.path),
+                                        "--outtype", "f16"], partial, str(adapter_dir))
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out
+
+
+def base_identity(base: BaseModelRef) -> str:
+    """A hash of the base's weights: the GGUF it was converted from, else its folder's
+    config and weight files."""
+    if base.origin_sha256:
+        return base.origin_sha256
+    digest = hashlib.sha256()
+    for path in sorted(base.path.iterdir()):
+        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
+            digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def base_gguf(base: BaseModelRef, data_dir: Path, quant: str = "Q4_K_M") -> dict[str, Any]:
+    """The data dir's GGUF of `base` alone at `quant` (see bases.py), built on first use;
+    returns what a version's manifest records of it (`adapter_serving.base`)."""
+    from byllm_distill.bases import BASE_FILE, base_folder, file_sha256
+
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(base.name).name)
+    key = f"{name}-{base_identity(base)[:12]}-{quant}"
+    folder = base_folder(data_dir, key)
+    if not (folder / "base.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{key}-") as tmp:
+            staged = Path(tmp) / "base"
+            staged.mkdir()
+            f16 = convert_to_gguf(base.path, Path(tmp) / "base-f16.gguf")
+            quantize(f16, staged / BASE_FILE, quant)
+            (staged / "base.json").write_text(json.dumps(
+                {"base_model": base.to_dict(), "quant": quant,
+                 "sha256": sha256_file(staged / BASE_FILE),
+                 "converter": f"llama-cpp-python-{_llama_cpp_version()} sdist"}, indent=2))
+            try:
+                os.rename(staged, folder)
+            except OSError:  # another trainer built it first
+                if not (folder / "base.json").is_file():
+                    raise
+    path = folder / BASE_FILE
+    recorded = json.loads((folder / "base.json").read_text())["sha256"]
+    if file_sha256(path) != recorded:
+        raise TrainingError(f"the cached base GGUF {path} does not match its base.json "
+                            f"(changed or corrupt); delete {folder} and train again.")
+    return {"key": key, "quant": quant, "sha256": recorded, "bytes": path.stat().st_size}
 
 
 def quantize(src: Path, dst: Path, quant: str = "Q4_K_M", threads: int = 2) -> Path:

@@ -2,7 +2,9 @@
 
 `train_site(site)` builds the site's dataset, trains an adapter, exports the quantized GGUF
 and writes `<data_dir>/sites/<site>/versions/<N>/` with `dataset/`, `adapter/`,
-`model.gguf` and `manifest.json`. The folder is written as `<N>.partial` and renamed when
+`model.gguf` (the adapter merged into the base), `adapter.gguf` (the adapter alone, for
+serving over the data dir's shared base GGUF, built once per base: bases.py) and
+`manifest.json`. The folder is written as `<N>.partial` and renamed when
 everything is there (the registry's `new_version`), so a crash or Ctrl-C leaves no version.
 The converter is checked before training starts, so a missing setup step fails in a second,
 not after the training run.
@@ -38,7 +40,9 @@ from byllm_distill.training.dataset import Dataset, build_dataset
 from byllm_distill.training.export import (
     PREPARE_COMMAND,
     QUANT_TYPES,
+    base_gguf,
     converter_ready,
+    export_adapter,
     export_gguf,
 )
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
@@ -113,6 +117,8 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
         trained = train(dataset, partial / "adapter", train_config, base=ref, progress=progress)
         exported = export_gguf(ref, partial / "adapter", partial / "model.gguf", quant,
                                workdir=partial)
+        export_adapter(ref, partial / "adapter", partial / "adapter.gguf")
+        shared_base = base_gguf(ref, config.data_dir, quant)
         manifest = {
             "kind": "student",
             "manifest_format": MANIFEST_FORMAT,
@@ -133,6 +139,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
                 "config", "device", "steps", "examples", "truncated_examples", "first_loss",
                 "final_loss", "tokens", "tokens_per_s", "seconds", "peak_rss_mb")},
             "export": {**exported.to_dict(), "sha256": sha256_file(exported.gguf)},
+            "adapter_serving": {"adapter": "adapter.gguf", "base": shared_base},
             "serving": serving_section(dataset, prompt_format(tokenizer)),
             "library_versions": library_versions(),
         }

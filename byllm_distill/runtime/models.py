@@ -1,0 +1,230 @@
+"""Resident llama.cpp models: merged GGUFs, shared base GGUFs, and LoRA adapters over them.
+
+Contract. `weights_for(spec, serving, data_dir)` returns the `Weights` one engine decodes
+with (callers hold the engine module's lock):
+
+- "merged": the version's own `model.gguf`, one `Llama` per file, shared by the engines of
+  that file. Also what an "adapter" request gets for a version trained before adapters
+  existed, or whose shared base is not on this machine or does not match its manifest
+  (bases.py says why; the reason is logged once per version).
+- "adapter": one `Llama` per shared base GGUF (and context size), shared by every site
+  trained on that base, plus the site's `adapter.gguf` loaded on it once
+  (`llama_adapter_lora_init`). A file llama.cpp cannot load (a wrong base, a broken file
+  that still matches its hash) raises `ArtifactError`; nothing of it stays loaded.
+
+Every `Llama` comes with one `Turns` (load.py): one call at a time decodes on it.
+`Weights.activate()`, which a call runs inside its turn, sets that engine's adapter (or
+none) on the context, so no sequence ever decodes with another site's adapter.
+`Weights.tag` names the weights (the merged file, or base + adapter) and `Weights.kv` is
+the `Llama`'s record of which tag filled its KV cache last: decode.py restores a cached
+prompt only under the same tag. `release(used)` frees adapters and closes every `Llama`
+no engine uses any more (a `Llama`'s adapters are taken off its context and freed before
+it closes).
+
+On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
+tensors, so there every model, base or merged, is loaded without llama.cpp's extra buffer
+types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from byllm_distill.bases import find_base
+from byllm_distill.registry import ArtifactError
+from byllm_distill.runtime.decode import KVOwner
+from byllm_distill.runtime.load import Turns
+
+if TYPE_CHECKING:
+    from byllm_distill.runtime.engine import StudentSpec
+
+log = logging.getLogger("byllm_distill")
+SERVING_MODES = ("merged", "adapter")
+BASE_N_CTX = 2048  # a shared base's context: room for most sites' prompt and answer
+
+
+@dataclass
+class Resident:
+    """One loaded `Llama` with its turns, KV-cache owner and the adapters loaded on it."""
+
+    llama: Any
+    turns: Turns = field(default_factory=Turns)
+    kv: KVOwner = field(default_factory=KVOwner)
+    adapters: dict[str, Any] = field(default_factory=dict)  # adapter path -> llama.cpp handle
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.adapters:
+            llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+            for handle in self.adapters.values():
+                llama_cpp.llama_adapter_lora_free(handle)
+            self.adapters.clear()
+        self.llama.close()
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What one engine decodes with: a resident `Llama` and, served as an adapter, the
+    site's LoRA on it."""
+
+    resident: Resident
+    key: str  # the resident's key in `_residents`
+    adapter: str | None = None  # adapter path, a key of `resident.adapters`
+    serving: str = "merged"
+
+    @property
+    def llama(self) -> Any:
+        return self.resident.llama
+
+    @property
+    def turns(self) -> Turns:
+        return self.resident.turns
+
+    @property
+    def kv(self) -> KVOwner:
+        return self.resident.kv
+
+    @property
+    def tag(self) -> str:
+        return f"{self.key}+{self.adapter}" if self.adapter else self.key
+
+    def activate(self) -> None:
+        """Put this engine's adapter (or none) on the shared context; call inside the
+        turn. llama.cpp changes nothing when the set is already the same."""
+        import ctypes
+
+        import llama_cpp
+
+        if not self.resident.adapters:
+            return
+        if self.adapter is None:
+            llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+            return
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(
+            self.resident.adapters[self.adapter])
+        scales = (ctypes.c_float * 1)(1.0)
+        llama_cpp.llama_set_adapters_lora(self.llama.ctx, handles, 1, scales)
+
+
+_residents: dict[str, Resident] = {}
+_fallbacks_logged: set[str] = set()
+
+
+def threads() -> int:
+    explicit = os.environ.get("BYLLM_DISTILL_THREADS")
+    if explicit and explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextlib.contextmanager
+def _model_params_for_this_cpu() -> Iterator[None]:
+    """Turn off llama.cpp's extra buffer types (AMX, repack) where AMX is present.
+
+    `Llama()` takes its model parameters from `llama_model_default_params()` with no way to
+    pass `use_extra_bufts`, so the default is swapped for the duration of one load (under
+    the engine module's lock, so no other load of ours sees it).
+    """
+    import llama_cpp.llama as llama_module
+
+    low = llama_module.llama_cpp
+    if b"AMX_INT8 = 1" not in low.llama_print_system_info():
+        yield
+        return
+    original = low.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
+
+
+def _resident(key: str, path: Path, n_ctx: int, site: str) -> Resident:
+    if key in _residents:
+        return _residents[key]
+    from llama_cpp import Llama
+
+    try:
+        with _model_params_for_this_cpu():
+            llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads(),
+                          n_threads_batch=threads(), verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ArtifactError(f"{path} cannot be loaded by llama.cpp ({exc}); retrain with "
+                            f"`byllm-distill train {site}`.") from exc
+    _residents[key] = Resident(llama)
+    return _residents[key]
+
+
+def _base_for(spec: StudentSpec, data_dir: Path | None) -> tuple[Path, Path] | None:
+    """(the shared base GGUF, the adapter) of `spec`, or None (logged once): serve merged."""
+    if spec.adapter is None or spec.base is None:
+        return None
+    if data_dir is None:
+        from byllm_distill.config import load_config
+
+        data_dir = load_config().data_dir
+    path, why = find_base(Path(data_dir), spec.base)
+    if path is None and str(spec.folder) not in _fallbacks_logged:
+        _fallbacks_logged.add(str(spec.folder))
+        log.warning("byllm-distill: %s serves its merged model.gguf: %s.", spec.site, why)
+    return None if path is None else (path, spec.adapter)
+
+
+def weights_for(spec: StudentSpec, serving: str = "merged",
+                data_dir: Path | None = None) -> Weights:
+    """The weights `spec`'s engine decodes with (see the module docstring)."""
+    if serving not in SERVING_MODES:
+        raise ValueError(f"serving must be one of {', '.join(SERVING_MODES)}, not {serving!r}")
+    found = _base_for(spec, data_dir) if serving == "adapter" else None
+    if found is None:
+        key = str(spec.gguf.resolve())
+        return Weights(_resident(key, Path(key), spec.n_ctx, spec.site), key)
+    import llama_cpp
+
+    base, adapter_file = found
+    n_ctx = max(spec.n_ctx, BASE_N_CTX)
+    key = f"{base.resolve()}@{n_ctx}"
+    resident = _resident(key, base, n_ctx, spec.site)
+    adapter = str(adapter_file.resolve())
+    if adapter not in resident.adapters:
+        handle = llama_cpp.llama_adapter_lora_init(resident.llama.model, adapter.encode())
+        if not handle:  # the engine module releases the base if nothing else uses it
+            raise ArtifactError(f"{adapter_file} cannot be loaded by llama.cpp as a LoRA "
+                                f"adapter over {base}; retrain with `byllm-distill train "
+                                f"{spec.site}`.")
+        resident.adapters[adapter] = handle
+    return Weights(resident, key, adapter, "adapter")
+
+
+def release(used: list[Weights]) -> None:
+    """Free the adapters and close the `Llama`s none of `used` decodes with."""
+    import llama_cpp
+
+    keys = {w.key for w in used}
+    for key in [k for k in _residents if k not in keys]:
+        resident = _residents.pop(key)
+        with resident.turns.lock:  # a call still answering on it finishes first
+            resident.close()
+    for key, resident in _residents.items():
+        kept = {w.adapter for w in used if w.key == key and w.adapter}
+        unused = [a for a in resident.adapters if a not in kept]
+        if unused:
+            with resident.turns.lock:
+                # The context may still point at an adapter about to be freed.
+                llama_cpp.llama_set_adapters_lora(resident.llama.ctx, None, 0, None)
+                for path in unused:
+                    llama_cpp.llama_adapter_lora_free(resident.adapters.pop(path))
+                resident.kv.owner = None
