@@ -16,7 +16,8 @@ maps for fresh levels from the offline teacher (seeded), and prints in one run:
    them, as between separately trained versions), each answering one map once loaded.
 
 Adapter serving (one resident base, LoRA adapters per site) is measured by
-benchmarks/adapters.py (decode speed against merged, RSS with 1, 5, 10 adapter sites). Targets (issue 14, 2 cores): throughput at 8 callers
+benchmarks/adapters.py (decode speed against merged, RSS with 1, 5, 10 adapter sites).
+Targets (issue 14, 2 cores): throughput at 8 callers
 >= 2.5x one caller's; 10 resident sites <= 1.5x the RSS of one; map p50 <= 0.6 s and p95
 <= 1.0 s.
 

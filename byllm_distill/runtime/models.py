@@ -34,15 +34,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from byllm_distill.bases import find_base
 from byllm_distill.registry import ArtifactError
 from byllm_distill.runtime.decode import KVOwner
 from byllm_distill.runtime.load import Turns
-
-if TYPE_CHECKING:
-    from byllm_distill.runtime.engine import StudentSpec
+from byllm_distill.runtime.spec import StudentSpec
 
 log = logging.getLogger("byllm_distill")
 SERVING_MODES = ("merged", "adapter")
