@@ -190,7 +190,8 @@ class Capture:
 
 @dataclass
 class Outcome:
-    """What one recorded call produced: a result or an error, and its record."""
+    """What one recorded call produced: a result or an error, and (from
+    `run(hand_back=True)`) its record."""
 
     result: Any = None
     error: BaseException | None = None

@@ -28,6 +28,7 @@ from byllm_distill.store import Record, RecordFilter, Store
 log = logging.getLogger("byllm_distill")
 HOLD_BACK_MAX = 10_000
 QUEUE_MAX = 10_000  # calls waiting for the writer; more are dropped, counted
+BATCH_WINDOW_S = 0.1  # how long the writer gathers calls before building a batch
 RETRY_S = 2.0
 
 
@@ -53,6 +54,7 @@ class Writer(threading.Thread):
         # written before anything newer once it answers again (see `_write`).
         self.pending: list[Record] = []
         self._outage_warned = False
+        self._flushing = threading.Event()
         # A database server can restart and come back; a SQLite file that cannot be
         # opened is a local problem that waiting does not fix, so its records are dropped.
         self._networked = not config.database_url.startswith("sqlite")
@@ -68,6 +70,7 @@ class Writer(threading.Thread):
         held back because the store is unreachable."""
         done = threading.Event()
         self.queue.put(done)
+        self._flushing.set()
         return done.wait(timeout) and not self.pending
 
     def close(self, timeout: float = 30.0) -> None:
@@ -87,6 +90,11 @@ class Writer(threading.Thread):
             except queue.Empty:
                 self._write([])  # retry what the store refused while it was down
                 continue
+            if not isinstance(item, threading.Event):
+                # Gather calls for a moment: one batch then interrupts the program's thread
+                # (the GIL) once instead of once per call. A flush cuts the wait short.
+                self._flushing.wait(BATCH_WINDOW_S)
+            self._flushing.clear()
             batch: list[Call | Record] = []
             events: list[threading.Event] = []
             while True:
