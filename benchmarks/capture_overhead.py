@@ -3,9 +3,11 @@
 Runs the same Jac program (N calls to a mock-model ability with a structured return) in
 two subprocesses, one with BYLLM_DISTILL_CAPTURE=0 and one with capture on, and prints
 the medians, their ratio and the added microseconds per call (target: <= 50 us added to
-the median call), plus the mean per call and the whole run's wall time: those include the
-writer thread's work (building, scoring, writing records), which shares the GIL with the
-program, and the final flush at exit. Run it alone (under the heavy lock).
+the median call), the CPU time the program's own thread spends per call (median, off and
+on: what capture does on the caller's thread), plus the mean per call and the whole run's
+wall time: those include the writer thread's work (building, scoring, writing records),
+which shares the GIL with the program (the median too: the writer runs during many calls),
+and the final flush at exit. Run it alone (under the heavy lock).
 
     .venv/bin/python benchmarks/capture_overhead.py [--calls 2000]
 """
@@ -44,13 +46,17 @@ def make_npc(village: str, index: int) -> Npc by llm();
 
 with entry {{
     times = [];
+    cpu = [];
     for i in range({calls}) {{
         t0 = time.perf_counter();
+        c0 = time.thread_time();
         make_npc("Oakvale", i);
+        cpu.append(time.thread_time() - c0);
         times.append(time.perf_counter() - t0);
     }}
     print(json.dumps({{"median_s": statistics.median(times[{warmup}:]),
-                       "mean_s": statistics.mean(times[{warmup}:])}}));
+                       "mean_s": statistics.mean(times[{warmup}:]),
+                       "cpu_median_s": statistics.median(cpu[{warmup}:])}}));
 }}
 """
 
@@ -85,6 +91,9 @@ def main() -> None:
     print(f"ratio on/off (median):     {on['median_s'] / off['median_s']:9.3f}x")
     print(f"added per call (median):   {added_us:9.1f} us   (target <= {TARGET_US} us: "
           f"{'met' if added_us <= TARGET_US else 'NOT met'})")
+    print(f"caller-thread CPU, median: {off['cpu_median_s'] * 1e6:9.1f} / "
+          f"{on['cpu_median_s'] * 1e6:.1f} us   (off / on: added "
+          f"{(on['cpu_median_s'] - off['cpu_median_s']) * 1e6:.1f} us of this thread's own work)")
     print(f"mean per call, off / on:   {off['mean_s'] * 1e6:9.1f} / {on['mean_s'] * 1e6:.1f} us"
           "   (mean: with the writer thread's GIL share)")
     print(f"whole run, off / on:       {off['wall_s']:9.2f} / {on['wall_s']:.2f} s"
