@@ -1,7 +1,8 @@
 """The router's background comparisons of a student with the teacher on the same input.
 
 All of it runs off the caller's path (on the router's background thread), and every answer
-is captured and scored (scoring.py):
+is captured and scored (scoring.py; a shadow answer here, with its agreement with the
+teacher's, before capture stores it; a teacher's answer by capture's writer):
 
 * `shadow_sample`: the student answers an input the teacher has just answered for the
   program (`source="shadow"`, with its agreement with that answer). On up to
@@ -20,7 +21,7 @@ from typing import Any
 
 from byllm_distill.capture import Capture
 from byllm_distill.config import DistillConfig
-from byllm_distill.scoring import agreement_with
+from byllm_distill.scoring import agreement_with, score
 from byllm_distill.sites import fresh_run
 from byllm_distill.store import Record, Store
 
@@ -38,8 +39,13 @@ class Comparisons:
                       teacher_result: Any, model: Any = None) -> None:
         """The student's scored answer to the shadow input; maybe a teacher repeat."""
         outcome = self.capture.run(student, shadow_run, source="shadow", version=version,
-                                   validate_now=True, reference=teacher_result)
+                                   hand_back=True)
         record = outcome.record
+        if record is not None:
+            try:
+                score(record, teacher_result)
+            finally:  # stored scored or not; a scoring failure is logged by the router
+                self.capture.store(record)
         if model is not None and record is not None and self._wants_repeat(record):
             self.capture.run(model, fresh_run(shadow_run), source="teacher")
         self.capture.flush()

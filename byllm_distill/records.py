@@ -36,17 +36,23 @@ class Verdict:
         return asdict(self)
 
 
-def new_record_id() -> str:
-    """A 24-hex-digit id that sorts by creation time (ns clock, then randomness)."""
-    return f"{time.time_ns():016x}{secrets.token_hex(4)}"
+def new_record_id(time_ns: int | None = None) -> str:
+    """A 24-hex-digit id that sorts by creation time (ns clock, then randomness);
+    `time_ns`: that time (`time.time_ns()`), when it was not now."""
+    return f"{time.time_ns() if time_ns is None else time_ns:016x}{secrets.token_hex(4)}"
 
 
 def input_hash(site: str, args: Any) -> str:
     return hashlib.sha256((site + "\n" + dumps_canonical(args)).encode()).hexdigest()[:32]
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+def utc_now(time_ns: int | None = None) -> str:
+    """Now (or `time_ns`, a `time.time_ns()`) as ISO text with microseconds, UTC."""
+    if time_ns is None:
+        return datetime.now(UTC).isoformat(timespec="microseconds")
+    seconds, ns = divmod(time_ns, 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=ns // 1000)
+    return moment.isoformat(timespec="microseconds")
 
 
 def utc_ago(seconds: float) -> str:

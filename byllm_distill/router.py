@@ -12,16 +12,17 @@ cached for at most `STATE_POLL_S` seconds) and picks a route:
   asked the same input a second time, also in the background, so the gate can measure the
   teacher's agreement with itself (the program's answer is the first one). After each
   shadow sample the router asks the lifecycle whether the version may be promoted.
-* `student`: the student answers (`source="student"`), validated inside the call. When
-  the site has a wait budget (`max_wait_ms`) and the student is busy with calls that
-  would keep this one waiting longer (runtime/load.py), the teacher answers instead, and
-  its record says why (`route`). An
-  answer that fails to parse or fails a validator falls back to the teacher within the
-  same call; the teacher's answer is returned and captured as a new training example. A
-  sampled fraction of served calls is also answered by the teacher in the background for
-  comparison. Every `LIVE_CHECK_EVERY` served answers the router asks the lifecycle for a
-  live check (validity, and agreement and fidelity over the teacher-checked answers); the
-  lifecycle rolls back a student that is shown to be worse.
+* `student`: the student answers (`source="student"`); the router scores that answer
+  itself, inside the call (student_answer.py, through scoring.py), and hands capture the
+  scored record. When the site has a wait budget (`max_wait_ms`) and the student is busy
+  with calls that would keep this one waiting longer (runtime/load.py), the teacher
+  answers instead, and its record says why (`route`). An answer that fails to parse or
+  fails a validator falls back to the teacher within the same call; the teacher's answer
+  is returned and captured as a new training example. A sampled fraction of served calls
+  is also answered by the teacher in the background for comparison. Every
+  `LIVE_CHECK_EVERY` served answers the router asks the lifecycle for a live check
+  (validity, and agreement and fidelity over the teacher-checked answers); the lifecycle
+  rolls back a student that is shown to be worse.
 
 Background work (shadow samples and teacher checks, comparison.py; rollback checks) runs
 on one daemon thread (background.py). At interpreter exit the router waits for it at most
@@ -58,6 +59,7 @@ from byllm_distill.registry import (
     state_generation,
 )
 from byllm_distill.sites import describe, fresh_run
+from byllm_distill.student_answer import over_wait_budget, rejection
 
 log = logging.getLogger("byllm_distill")
 LIVE_CHECK_EVERY = 10
@@ -209,21 +211,19 @@ class Router:
         except Exception as exc:  # noqa: BLE001 - a broken student must not break the call
             self._student_unloadable(route, exc)
             return self.capture.call(model, mt_run)
-        busy = self._over_wait_budget(route.site, student)
+        busy = over_wait_budget(route.site, self.config.site(route.site).max_wait_ms, student,
+                                self._warn_once)
         if busy is not None:
             self._warn_once(f"busy:{route.site}", "byllm-distill: %s: %s; the teacher answers "
                             "such calls (each record says so in `route`).", route.site, busy)
             return self.capture.call(model, mt_run, route=busy)
         saved = list(mt_run.messages)
         outcome = self.capture.run(student, mt_run, source="student", version=route.version,
-                                   validate_now=True)
+                                   hand_back=True)
         record = outcome.record
-        good = outcome.error is None and record is not None and record.valid is not False
-        if not good:
+        why = rejection(outcome.error, record, self.capture, self._warn_once)
+        if why is not None:
             self._after_student_answer(route)
-            why = (f"{type(outcome.error).__name__}: {outcome.error}" if outcome.error
-                   else "; ".join(f"{v.name}: {v.detail}" for v in (record.verdicts or [])
-                                  if not v.passed) or "not recorded")
             log.info("byllm-distill: %s v%s answer rejected (%s); the teacher answers.",
                      route.site, route.version, why)
             mt_run.messages[:] = saved
@@ -233,22 +233,6 @@ class Router:
                          outcome.result, record)
         self._after_student_answer(route)  # after the check: a live check then counts it
         return outcome.result
-
-    def _over_wait_budget(self, site: str, student: Any) -> str | None:
-        """Why the call goes to the teacher under the site's wait budget, or None."""
-        budget = self.config.site(site).max_wait_ms
-        expected = getattr(student, "expected_wait_ms", None)
-        if not budget or expected is None:
-            return None
-        try:
-            wait = expected()
-        except Exception as exc:  # noqa: BLE001 - the student's own call reports real failures
-            self._warn_once(f"wait:{site}", "byllm-distill: %s: cannot tell how busy the student "
-                            "is (%s: %s); calls go to it.", site, type(exc).__name__, exc)
-            return None
-        if wait <= budget:
-            return None
-        return f"student busy: expected wait {wait:.0f} ms > max_wait_ms {budget:g}"
 
     def _serve_shadow(self, model: Any, mt_run: Any, route: Route) -> Any:
         shadow_run = fresh_run(mt_run)  # before the teacher's answer is appended

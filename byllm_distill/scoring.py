@@ -4,8 +4,10 @@ teacher's answer to the same input.
 `score(record, reference)` attaches both: `record.verdicts` from the validator registry
 and, when the teacher's answer is given and the call succeeded, `record.agreement`, the
 fraction of equal leaf values (agreement.py), to 4 places. Every path scores through it:
-capture (the router's in-call decisions and shadow answers), capture's writer (records not
-scored on the caller's thread get their verdicts there), the router's teacher checks of
+the router (it scores the student's answer inside the call to decide a fallback, and its
+shadow answers in the background, comparison.py, then hands capture the scored records),
+capture's writer thread (every other record gets its verdicts there), the router's teacher
+checks of
 served answers (`agreement_with`), the worker's held-out evaluation
 (lifecycle.evaluate_heldout) and `eval` (evaluation/run.py), both through
 `answer_with_student`, which asks a student every teacher input and scores each answer.

@@ -38,6 +38,29 @@ def test_unserializable_argument_is_dropped_and_counted(store_backend: str,
     assert kept.output == "kept" and kept.args == {"thing": "a plain string"}
 
 
+def test_value_that_fails_on_the_writer_thread_is_dropped_and_counted(
+        distill_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An immutable argument is serialised later, on the writer thread; one with no JSON
+    form (NaN) is counted there, with its reason, and the call is untouched."""
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    model = Model(model_name="mockllm", config={"outputs": ["odd", "kept"]})
+
+    @byllm_distill.by(model)
+    def weigh(amount: float) -> str:
+        """Weigh it."""
+
+    assert weigh(float("nan")) == "odd"
+    assert weigh(1.5) == "kept"
+    assert byllm_distill.flush()
+    assert DropLog(load_config().data_dir).totals() == {"value does not serialize": 1}
+    assert any("nan" in r.getMessage() for r in caplog.records
+               if "capture dropped a record" in r.getMessage())
+    (kept,) = Store(load_config().database_url).iter_records()
+    assert kept.output == "kept" and kept.args == {"amount": 1.5}
+
+
 def test_malformed_config_turns_capture_off_not_the_call(distill_home: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:

@@ -158,3 +158,20 @@ def test_secrets_in_environment_are_not_stored(distill_home: Path) -> None:
     data = b"".join(p.read_bytes() for p in distill_home.glob("distill.db*"))
     assert b"sk-env-secret-123" not in data
     assert os.environ.get("BYLLM_DISTILL_HOME") == str(distill_home)
+
+
+def test_record_shows_arguments_self_and_output_as_they_were_at_the_call(
+        distill_home: Path) -> None:
+    """The program changes `self`, a list argument and the returned object right after
+    each call; capture builds records on its writer thread, later, from what it kept."""
+    result = run_jac(FIXTURES / "mutating_prog.jac")
+    assert result.returncode == 0, result.stderr
+    records = sorted(Store(load_config().database_url).iter_records(),
+                     key=lambda r: r.args["turn"])
+    assert [r.args["turn"] for r in records] == list(range(20))
+    for turn, record in enumerate(records):
+        title = "Oak" if turn == 0 else f"Changed{turn - 1}"
+        assert record.args["self"] == {"title": title, "count": turn}, record.args
+        assert record.args["hints"] == [f"hint{i}" for i in range(turn + 1)]
+        assert record.output == {"name": "Ann", "tags": ["wise"]}
+        assert record.output_raw == '{"name": "Ann", "tags": ["wise"]}'

@@ -17,10 +17,17 @@ and error. API keys are never stored: the request's `api_key` is not read, and a
 occurrence of the model's key in the record text is replaced before writing.
 Streaming calls (`stream=True`) pass through uncaptured.
 
+On the caller's thread capture only keeps what the call already has, as it is at the call
+(mutable arguments, `self` and outputs are serialised there, immutable ones are not; see
+build.py); building the record, scrubbing, validation and writing happen on the writer
+thread. The one exception is `run(hand_back=True)`: the router builds the student's record
+on its own thread, scores it itself (scoring.py) to decide a fallback, then hands it to
+`store`.
+
 The package, in the order a call goes through it: recorder.py (what the provider saw and
-answered, in a context variable), build.py (the record, secrets scrubbed), this module
-(the call boundary, scoring on the caller's thread only when the router needs verdicts to
-decide: scoring.py) and writer.py (the background writer, which scores the rest).
+answered, in a context variable), build.py (what the caller's thread keeps, and the record
+built from it, secrets scrubbed), this module (the call boundary) and writer.py (the
+background writer, which builds, scores and commits).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from byllm_distill.capture.build import Pending, args_json, build_record
+from byllm_distill.capture.build import Pending, args_json, build_record, finished
 from byllm_distill.capture.recorder import (
     CallRecorder,
     active,
@@ -43,7 +50,6 @@ from byllm_distill.capture.writer import Writer, classify_store_error
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import DistillError, SerializationError
-from byllm_distill.serialize import to_jsonable
 from byllm_distill.store import Record
 
 __all__ = ["CallRecorder", "Capture", "Outcome", "args_json", "build_record",
@@ -117,13 +123,14 @@ class Capture:
         return result
 
     def run(self, model: Any, mt_run: Any, source: str = "teacher", version: int | None = None,
-            validate_now: bool = False, reference: Any = None,
-            route: str | None = None) -> Outcome:
+            route: str | None = None, hand_back: bool = False) -> Outcome:
         """Invoke and record, returning the result or the error instead of raising it.
 
-        `validate_now` attaches verdicts before returning (the router needs them to decide
-        on a fallback); `reference` is the teacher's answer to the same input, for the
-        record's agreement score. The outcome's `record` is None when capture failed.
+        The record is built, scored and stored on the writer thread, and `outcome.record`
+        is None. With `hand_back` it is built on this thread instead and returned in
+        `outcome.record`, unscored and not stored: the caller scores it (scoring.py; the
+        router decides a fallback on the student's verdicts) and hands it to `store`. It
+        is None then only when capture failed (counted in drops).
         """
         pending = self._begin(model, mt_run)
         token = active.set(pending.recorder) if pending is not None else None
@@ -135,48 +142,56 @@ class Capture:
         finally:
             if token is not None:
                 active.reset(token)
-        outcome.record = self._finish(pending, model, start, outcome, source, version,
-                                      validate_now, reference, route)
+        outcome.record = self._finish(pending, model, start, outcome, source, version, route,
+                                      hand_back)
         return outcome
+
+    def store(self, record: Record) -> None:
+        """Queue a record from `run(hand_back=True)` (scored or not) for the writer."""
+        try:
+            self._writer_thread().submit(record)
+        except Exception as exc:  # noqa: BLE001 - capture boundary
+            self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
 
     def _begin(self, model: Any, mt_run: Any) -> Pending | None:
         try:
             install_provider_taps()
-            return Pending(CallRecorder(), to_jsonable(mt_run.get_msg_list()), mt_run)
+            return Pending(CallRecorder(), list(mt_run.messages), mt_run)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot read the prompt", 1, f"{type(exc).__name__}: {exc}")
             return None
 
     def _finish(self, pending: Pending | None, model: Any, start: float, outcome: Outcome,
-                source: str, version: int | None = None, validate_now: bool = False,
-                reference: Any = None, route: str | None = None) -> Record | None:
+                source: str, version: int | None = None, route: str | None = None,
+                hand_back: bool = False) -> Record | None:
+        """Keep what the call has, as it is now (build.finished); the rest is the writer's,
+        or this thread's with `hand_back`."""
         if pending is None:
             return None
         latency_ms = (time.perf_counter() - start) * 1000.0
         try:
-            record = build_record(pending, model, outcome.result, outcome.error, latency_ms,
-                                  source)
-            record.version, record.route = version, route
-            if validate_now or reference is not None:
-                from byllm_distill.scoring import score
-
-                score(record, reference)
+            call = finished(pending, model, outcome.result, outcome.error, latency_ms,
+                            time.time_ns(), source, version, route)
+            record = build_record(call) if hand_back else None
         except SerializationError as exc:
             self.drops.add("value does not serialize", 1, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot build record", 1, f"{type(exc).__name__}: {exc}")
             return None
+        if record is not None:
+            return record
         try:
-            self._writer_thread().submit(record)
+            self._writer_thread().submit(call)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
-        return record
+        return None
 
 
 @dataclass
 class Outcome:
-    """What one recorded call produced: a result or an error, and its record."""
+    """What one recorded call produced: a result or an error, and (from
+    `run(hand_back=True)`) its record."""
 
     result: Any = None
     error: BaseException | None = None

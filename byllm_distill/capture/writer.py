@@ -1,7 +1,9 @@
-"""The background writer: commits queued records to the store in batches.
+"""The background writer: builds, scores and commits queued calls to the store in batches.
 
-It opens the store lazily, in its own thread, attaches verdicts to records not yet scored
-(scoring.py), and never loses a record silently: a failure is counted in the drop log with
+It takes what the caller's thread kept of each call (build.Call) or a record already built
+(and scored, by the router), builds the records (build.py), attaches verdicts to those not
+yet scored (scoring.py), opens the store lazily, in its own thread, and never loses a
+record silently: a failure is counted in the drop log with
 its cause. While a database server is unreachable it holds records back (at most
 `HOLD_BACK_MAX`), retries every `RETRY_S` seconds and writes them, oldest first and never
 twice, once the server answers; a SQLite file that cannot be opened is a local problem
@@ -17,13 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 
+from byllm_distill.capture.build import Call, build_record
 from byllm_distill.config import DistillConfig
 from byllm_distill.drops import DropLog
-from byllm_distill.errors import StoreError
+from byllm_distill.errors import SerializationError, StoreError
 from byllm_distill.store import Record, RecordFilter, Store
 
 log = logging.getLogger("byllm_distill")
 HOLD_BACK_MAX = 10_000
+QUEUE_MAX = 10_000  # calls waiting for the writer; more are dropped, counted
+BATCH_WINDOW_S = 0.1  # how long the writer gathers calls before building a batch
 RETRY_S = 2.0
 
 
@@ -38,7 +43,9 @@ class Writer(threading.Thread):
         # Called with the store after records are written (False) and at exit (True):
         # `auto_train` (autotrain.py) looks for due sites there, off the caller's thread.
         self.on_written = on_written
-        self.queue: queue.Queue[Record | threading.Event] = queue.Queue(maxsize=10_000)
+        # A SimpleQueue (C, no condition variable): the caller's side of capture is one
+        # `put`; `QUEUE_MAX` is checked with `qsize()`, so it is a bound, not an exact one.
+        self.queue: queue.SimpleQueue[Call | Record | threading.Event] = queue.SimpleQueue()
         self._store: Store | None = None
         self._open_error: StoreError | None = None
         self._validation_warned = False
@@ -47,21 +54,23 @@ class Writer(threading.Thread):
         # written before anything newer once it answers again (see `_write`).
         self.pending: list[Record] = []
         self._outage_warned = False
+        self._flushing = threading.Event()
         # A database server can restart and come back; a SQLite file that cannot be
         # opened is a local problem that waiting does not fix, so its records are dropped.
         self._networked = not config.database_url.startswith("sqlite")
 
-    def submit(self, record: Record) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
+    def submit(self, item: Call | Record) -> None:
+        if self.queue.qsize() >= QUEUE_MAX:
             self.drops.add("capture queue full", 1, "the store is slower than the calls")
+            return
+        self.queue.put(item)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write everything queued so far; False if that timed out or records are still
         held back because the store is unreachable."""
         done = threading.Event()
         self.queue.put(done)
+        self._flushing.set()
         return done.wait(timeout) and not self.pending
 
     def close(self, timeout: float = 30.0) -> None:
@@ -81,7 +90,12 @@ class Writer(threading.Thread):
             except queue.Empty:
                 self._write([])  # retry what the store refused while it was down
                 continue
-            batch: list[Record] = []
+            if not isinstance(item, threading.Event):
+                # Gather calls for a moment: one batch then interrupts the program's thread
+                # (the GIL) once instead of once per call. A flush cuts the wait short.
+                self._flushing.wait(BATCH_WINDOW_S)
+            self._flushing.clear()
+            batch: list[Call | Record] = []
             events: list[threading.Event] = []
             while True:
                 if isinstance(item, threading.Event):
@@ -95,11 +109,26 @@ class Writer(threading.Thread):
                 except queue.Empty:
                     break
             try:
-                self._write(batch)
+                self._write(self._built(batch))
             except Exception as exc:  # noqa: BLE001 - the writer thread must survive anything
                 self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
             for event in events:
                 event.set()
+
+    def _built(self, batch: list[Call | Record]) -> list[Record]:
+        """The batch's records; a call whose record cannot be built is counted and left out."""
+        records = []
+        for item in batch:
+            if isinstance(item, Record):
+                records.append(item)
+                continue
+            try:
+                records.append(build_record(item))
+            except SerializationError as exc:
+                self.drops.add("value does not serialize", 1, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad call must not lose the batch
+                self.drops.add("cannot build record", 1, f"{type(exc).__name__}: {exc}")
+        return records
 
     def _write(self, batch: list[Record]) -> None:
         self._validate(batch)
@@ -168,7 +197,7 @@ class Writer(threading.Thread):
 
         for record in batch:
             if record.verdicts is not None:
-                continue  # scored on the caller's thread already (router decisions)
+                continue  # scored already, by the router (its decisions) or comparisons
             try:
                 score(record)
             except Exception as exc:  # noqa: BLE001 - validation must not lose the record
