@@ -39,10 +39,10 @@ def main() -> None:
     import numpy as np
     from llama_cpp import Llama
 
-    from byllm_distill.runtime.engine import _model_params_for_this_cpu
+    from byllm_distill.runtime.models import model_params_for_this_cpu
 
     widths = (1, 2, 4, 8)
-    with _model_params_for_this_cpu():
+    with model_params_for_this_cpu():
         llama = Llama(model_path=str(args.gguf), n_ctx=4096, n_batch=512, n_threads=args.threads,
                       n_threads_batch=args.threads, verbose=False)
     # A context of its own on the loaded weights, with room for `widths` sequences (the

@@ -18,7 +18,7 @@ peak RSS (`os.wait4`'s `ru_maxrss`) is its own:
 2. merge (`export.merge_adapter`, the LoRA adapter into the fp32 base), HF→GGUF conversion
    (`export.convert_to_gguf`, F16) and `export.quantize` to Q8_0, Q4_K_M and Q4_0: bytes;
 3. llama.cpp decode (llama-cpp-python, loaded with the runtime's AMX workaround
-   `engine._model_params_for_this_cpu`): a fixed prompt, greedy, `--decode-tokens` tokens,
+   `runtime.models.model_params_for_this_cpu`): a fixed prompt, greedy, `--decode-tokens` tokens,
    ms per generated token (after the first), and RSS once resident.
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/tinyllama_cost.py [--steps 3] [--seq-len 256]
@@ -279,11 +279,11 @@ def phase_export(base_dir: str, adapter_dir: str, out_dir: str,
 def phase_decode(gguf: str, tokens: int, device: str, threads: int) -> dict[str, Any]:
     from llama_cpp import Llama
 
-    from byllm_distill.runtime.engine import _model_params_for_this_cpu
+    from byllm_distill.runtime.models import model_params_for_this_cpu
 
     before = rss_mb()["rss_mb"]
     started = time.perf_counter()
-    with _model_params_for_this_cpu():
+    with model_params_for_this_cpu():
         llama = Llama(model_path=gguf, n_ctx=512, n_threads=threads, n_threads_batch=threads,
                       n_gpu_layers=-1 if device in ("cuda", "auto") else 0, verbose=False)
     load_seconds = time.perf_counter() - started

@@ -123,7 +123,7 @@ def threads() -> int:
 
 
 @contextlib.contextmanager
-def _model_params_for_this_cpu() -> Iterator[None]:
+def model_params_for_this_cpu() -> Iterator[None]:
     """Turn off llama.cpp's extra buffer types (AMX, repack) where AMX is present.
 
     `Llama()` takes its model parameters from `llama_model_default_params()` with no way to
@@ -156,7 +156,7 @@ def _resident(key: str, path: Path, n_ctx: int, site: str) -> Resident:
     from llama_cpp import Llama
 
     try:
-        with _model_params_for_this_cpu():
+        with model_params_for_this_cpu():
             llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads(),
                           n_threads_batch=threads(), verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
