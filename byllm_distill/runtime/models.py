@@ -56,14 +56,20 @@ class Resident:
     kv: KVOwner = field(default_factory=KVOwner)
     adapters: dict[str, Any] = field(default_factory=dict)  # adapter path -> llama.cpp handle
 
-    def close(self) -> None:
+    def free_adapters(self, paths: list[str]) -> None:
+        """Take every adapter off the context (it may point at one of these) and free
+        these; callers hold the turn lock or own the resident alone."""
         import llama_cpp
 
-        if self.adapters:
-            llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
-            for handle in self.adapters.values():
-                llama_cpp.llama_adapter_lora_free(handle)
-            self.adapters.clear()
+        if not paths:
+            return
+        llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+        for path in paths:
+            llama_cpp.llama_adapter_lora_free(self.adapters.pop(path))
+        self.kv.owner = None
+
+    def close(self) -> None:
+        self.free_adapters(list(self.adapters))
         self.llama.close()
 
 
@@ -75,7 +81,6 @@ class Weights:
     resident: Resident
     key: str  # the resident's key in `_residents`
     adapter: str | None = None  # adapter path, a key of `resident.adapters`
-    serving: str = "merged"
 
     @property
     def llama(self) -> Any:
@@ -88,6 +93,10 @@ class Weights:
     @property
     def kv(self) -> KVOwner:
         return self.resident.kv
+
+    @property
+    def serving(self) -> str:
+        return "adapter" if self.adapter else "merged"
 
     @property
     def tag(self) -> str:
@@ -204,12 +213,11 @@ def weights_for(spec: StudentSpec, serving: str = "merged",
                                 f"adapter over {base}; retrain with `byllm-distill train "
                                 f"{spec.site}`.")
         resident.adapters[adapter] = handle
-    return Weights(resident, key, adapter, "adapter")
+    return Weights(resident, key, adapter)
 
 
 def release(used: list[Weights]) -> None:
     """Free the adapters and close the `Llama`s none of `used` decodes with."""
-    import llama_cpp
 
     keys = {w.key for w in used}
     for key in [k for k in _residents if k not in keys]:
@@ -221,8 +229,4 @@ def release(used: list[Weights]) -> None:
         unused = [a for a in resident.adapters if a not in kept]
         if unused:
             with resident.turns.lock:
-                # The context may still point at an adapter about to be freed.
-                llama_cpp.llama_set_adapters_lora(resident.llama.ctx, None, 0, None)
-                for path in unused:
-                    llama_cpp.llama_adapter_lora_free(resident.adapters.pop(path))
-                resident.kv.owner = None
+                resident.free_adapters(unused)
