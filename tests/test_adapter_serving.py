@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,20 +48,20 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory):
 
 def _forced_picks(engine, prompt: list[int], answer: list[int]) -> list[int]:
     """The greedy pick at each position of `answer` (teacher-forced) under `engine`'s
-    weights, in the engine's turn."""
+    weights, decoded by its batcher like any call."""
     import numpy as np
 
-    llama = engine.llama
-    with engine.turns.turn():
-        engine.weights.activate()
-        llama.reset()
-        engine.weights.kv.owner = None  # what this leaves in the KV cache is no prompt's
-        llama.eval(prompt)
-        picks = [int(np.argmax(engine._decoder.logits()))]
-        for token in answer[:-1]:
-            llama.eval([token])
-            picks.append(int(np.argmax(engine._decoder.logits())))
-    return picks
+    from byllm_distill.runtime.decode import Eval
+
+    def loop():
+        logits = yield Eval(list(prompt), 0)
+        picks = [int(np.argmax(logits))]
+        for pos, token in enumerate(answer[:-1], start=len(prompt)):
+            logits = yield Eval([token], pos)
+            picks.append(int(np.argmax(logits)))
+        return picks
+
+    return engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate)
 
 
 def test_versions_carry_an_adapter_over_one_shared_base(two_sites) -> None:
@@ -90,19 +91,25 @@ def test_two_sites_share_one_base_and_answer_with_their_own_adapter(two_sites) -
         b = engine_for(OTHER, folder=second.path, version=1, serving="adapter",
                        data_dir=config.data_dir)
         assert a.weights.serving == b.weights.serving == "adapter"
-        assert a.llama is b.llama and a.turns is b.turns  # one resident base
+        assert a.llama is b.llama and a.batcher is b.batcher  # one resident base
         assert merged[SITE].llama is not a.llama
-        # The same prompt for both sites, alternating: a prompt restored from the KV cache
-        # another adapter filled would change the answer.
+        # Alternating sites on the shared context: each call decodes under its own adapter.
         a1 = a.generate(args, temperature=0.0).text
         b1 = b.generate(args, temperature=0.0).text
         a2 = a.generate(args, temperature=0.0).text
-        again = a.generate(args, temperature=0.0).text  # its own cache: restored
         b2 = b.generate(args, temperature=0.0).text
-        assert a._decoder.prompt_evals == 2 and b._decoder.prompt_evals == 2
-        assert a1 == a2 == again and b1 == b2
+        assert a1 == a2 and b1 == b2
         assert a1 != b1  # each site answers with its own adapter
         json.loads(a1), json.loads(b1)
+        # Both at once, in one batch: the context takes turns between the two adapters.
+        together: dict[str, str] = {}
+        threads = [threading.Thread(target=lambda e=e, k=k: together.__setitem__(
+            k, e.generate(args, temperature=0.0).text)) for k, e in (("a", a), ("b", b))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert together == {"a": a1, "b": b1}
         # Merged-then-quantized weights and a quantized base + f16 adapter are not the same
         # numbers, so free-running greedy answers drift apart once two picks are close.
         # Teacher-forced on each merged answer, a site's adapter picks the merged model's
