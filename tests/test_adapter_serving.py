@@ -168,6 +168,38 @@ def test_a_file_that_is_no_adapter_is_refused_by_name(two_sites, tmp_path: Path)
     unload()
 
 
+def test_max_resident_mb_unloads_the_least_recently_used_student(
+        two_sites, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a memory budget that holds one merged model but not two, loading the second
+    unloads the first (the least recently used), which loads again when called; the same
+    two sites as adapters over one base fit the same budget together."""
+    from byllm_distill.runtime.engine import engine_for, loaded_sites, unload
+    from byllm_distill.runtime.models import loaded_mb
+
+    config, first, second, args = two_sites
+    try:
+        one = engine_for(SITE, folder=first.path, version=1, serving="merged")
+        budget = int(loaded_mb([one.weights]) * 1.5)
+        unload()
+        monkeypatch.setenv("BYLLM_DISTILL_MAX_RESIDENT_MB", str(budget))
+        engine_for(SITE, folder=first.path, version=1, serving="merged")
+        other = engine_for(OTHER, folder=second.path, version=1, serving="merged")
+        assert loaded_sites() == [OTHER]  # the first was unloaded to make room
+        assert loaded_mb([other.weights]) <= budget
+        again = engine_for(SITE, folder=first.path, version=1, serving="merged")
+        assert loaded_sites() == [SITE]
+        assert again.generate(args, temperature=0.0).output is not None
+        unload()
+        a = engine_for(SITE, folder=first.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        b = engine_for(OTHER, folder=second.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        assert loaded_sites() == [SITE, OTHER]  # one base and two adapters fit
+        assert loaded_mb([a.weights, b.weights]) <= budget
+    finally:
+        unload()
+
+
 def test_a_corrupt_adapter_is_refused_and_the_other_site_keeps_serving(two_sites) -> None:
     """Runs last: it damages the second site's adapter file."""
     from byllm_distill.runtime.engine import engine_for, loaded_sites, unload
