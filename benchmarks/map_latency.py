@@ -63,9 +63,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ["BYLLM_DISTILL_THREADS"] = str(args.threads)
-    from serving_load import SITE, inputs
-
     import llama_cpp
+    from serving_load import SITE, inputs
 
     from byllm_distill.runtime import batch
     from byllm_distill.runtime.engine import engine_for
