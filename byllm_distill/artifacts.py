@@ -12,6 +12,10 @@ manifest the store holds (not the downloaded one), and only then renames the fol
 place; a failed or corrupt download leaves nothing behind and raises `ArtifactError`
 naming the file. S3 credentials come from the standard AWS variables; `artifacts_endpoint`
 points at an S3-compatible server (MinIO, Ceph, moto).
+
+Content-addressed objects (a shared base GGUF, see bases.py) live beside the sites, named by
+their sha256: `upload_once` skips one already there at its size, and `download_checked`
+checks what it downloaded against the sha256 the caller expects, deleting it if it differs.
 """
 
 from __future__ import annotations
@@ -174,4 +178,44 @@ class ArtifactStore:
             partial.rename(dest)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def upload_once(self, path: Path, rel: str) -> bool:
+        """Upload `path` to `<url>/<rel>` unless an object of its size is there already
+        (`rel` names the content's sha256, so the same name and size is the same upload;
+        readers still check the hash). True when it uploaded."""
+        remote = f"{self.url}/{rel}"
+        try:
+            try:
+                if int(self.fs.info(remote)["size"]) == path.stat().st_size:
+                    return False
+            except FileNotFoundError:
+                pass
+            self.fs.put_file(str(path), remote)
+        except Exception as exc:  # noqa: BLE001 - any storage client's error, named
+            raise ArtifactError(f"cannot upload {path} to {remote}: {type(exc).__name__}: "
+                                f"{exc}") from exc
+        return True
+
+    def download_checked(self, rel: str, dest: Path, sha256: str, size: int,
+                         fix: str) -> None:
+        """Download `<url>/<rel>` to `dest` (a path of the caller's staging area) and check
+        its size and sha256; on any failure `dest` is deleted and `ArtifactUnavailable`
+        names the object and `fix`."""
+        remote = f"{self.url}/{rel}"
+        try:
+            try:
+                self.fs.get_file(remote, str(dest))
+            except Exception as exc:  # noqa: BLE001 - any storage client's error, named
+                raise ArtifactUnavailable(f"cannot download {remote}: {type(exc).__name__}: "
+                                          f"{exc}; {fix}") from exc
+            got = dest.stat().st_size
+            if got != size or sha256_file(dest) != sha256:
+                raise ArtifactUnavailable(
+                    f"{remote} does not match its sha256 {sha256[:12]}... ({got} bytes "
+                    f"downloaded, {size} expected; changed or corrupt in the artifact store), "
+                    f"refused: delete that object and the next version trained on it uploads "
+                    f"it again; {fix}")
+        except BaseException:
+            dest.unlink(missing_ok=True)
             raise

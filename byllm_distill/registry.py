@@ -10,15 +10,17 @@ What is heavy lives in files: each machine's data dir caches the versions it use
     sites/<site>/versions/<N>/manifest.json   + the artifacts it lists (model.gguf, adapter/)
 
 and with `artifacts = "s3://..."` (see artifacts.py) every version is also uploaded there
-and downloaded on first use elsewhere. A version becomes `ready` in the store only after
-its folder is complete locally (training writes `versions/<N>.partial/` and renames it)
-and uploaded; a killed trainer leaves a `building` row and a `.partial` folder, both
-ignored (the folder is cleaned by the next `new_version`). State changes are one
-transaction each (the row is locked on PostgreSQL; a file lock serialises processes on one
-machine for SQLite); a reader sees the old state or the new one. `verify` checks every
-file's sha256 against the manifest the store holds before a version may be loaded or
-activated. Data from before the store held the registry (`state.json`, version folders)
-is imported once, the first time a site is read (legacy.py).
+and downloaded on first use elsewhere, with the shared base GGUF its adapter applies to
+uploaded once beside them (bases.py; downloaded where a machine serves it as an adapter).
+A version becomes `ready` in the store only after its folder is complete locally (training
+writes `versions/<N>.partial/` and renames it) and uploaded; a killed trainer leaves a
+`building` row and a `.partial` folder, both ignored (the folder is cleaned by the next
+`new_version`). State changes are one transaction each (the row is locked on PostgreSQL; a
+file lock serialises processes on one machine for SQLite); a reader sees the old state or
+the new one. `verify` checks every file's sha256 against the manifest the store holds
+before a version may be loaded or activated. Data from before the store held the registry
+(`state.json`, version folders) is imported once, the first time a site is read
+(legacy.py).
 
 Modes: `teacher` (default), `shadow` (teacher answers, the active version runs alongside
 and is scored), `student` (the active version answers, the teacher is the fallback). A pin
@@ -49,6 +51,7 @@ from byllm_distill.artifacts import (
     sha256_file,
     verify_files,
 )
+from byllm_distill.bases import publish_base
 from byllm_distill.errors import DistillError, NotFoundError, StoreError
 from byllm_distill.legacy import import_local
 from byllm_distill.site_state import MODES, SiteState, Version
@@ -195,6 +198,8 @@ class SiteRegistry:
             manifest = json.loads((partial / "manifest.json").read_text())
             os.rename(partial, final)
             if self.shared is not None:
+                # The shared base first: a version others can see has its base there.
+                publish_base(self.shared, self.config.data_dir, manifest)
                 self.shared.publish(self.dirname, number, final, manifest)
             self._set_version(number, "ready", manifest)
         except BaseException:

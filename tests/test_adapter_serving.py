@@ -9,6 +9,7 @@ own adapter, and answer what their merged versions answer.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 from dataclasses import replace
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 from student_records import SITE, map_records
 
-from byllm_distill.config import DistillConfig
-from byllm_distill.registry import ArtifactError, file_manifest
+from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.registry import ArtifactError, SiteRegistry, file_manifest
 from byllm_distill.store import Store
 from byllm_distill.training.export import prepare_converter
 from byllm_distill.training.pipeline import train_site
@@ -196,6 +197,54 @@ def test_max_resident_mb_unloads_the_least_recently_used_student(
                        data_dir=config.data_dir)
         assert loaded_sites() == [SITE, OTHER]  # one base and two adapters fit
         assert loaded_mb([a.weights, b.weights]) <= budget
+    finally:
+        unload()
+
+
+def test_a_version_pulled_from_the_team_store_serves_over_the_downloaded_base(
+        two_sites, team_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Machine A publishes the trained version to the team's stores (PostgreSQL, moto);
+    machines B and C start with empty data dirs. B downloads the version and, served as an
+    adapter, its base; C finds the base corrupted in the store, refuses it by name and
+    serves the version merged."""
+    import fsspec
+
+    from byllm_distill.runtime.engine import engine_for, unload
+
+    config, first, _, args = two_sites
+    for key, value in team_env.items():
+        monkeypatch.setenv(key, value)
+    team = load_config()
+    a = replace(team, home=tmp_path / "a")
+    shutil.copytree(config.data_dir / "bases", a.data_dir / "bases")  # as training left it
+    with SiteRegistry(a, SITE).new_version() as (number, folder):
+        shutil.copytree(first.path, folder, dirs_exist_ok=True)
+    base = first.manifest["adapter_serving"]["base"]
+    try:
+        reference = engine_for(SITE, folder=first.path, version=1, serving="adapter",
+                               data_dir=config.data_dir).generate(args, temperature=0.0).text
+        unload()
+        b = (tmp_path / "b").resolve()
+        served = engine_for(SITE, data_dir=b, version=number, serving="adapter")
+        assert served.weights.serving == "adapter"  # over B's own copy of the base:
+        assert (b / "bases" / base["key"] / "model.gguf").stat().st_size == base["bytes"]
+        assert served.spec.folder == b / "sites" / SITE / "versions" / str(number)
+        assert served.generate(args, temperature=0.0).text == reference
+        unload()
+
+        remote = f"{team.artifacts}/bases/sha256-{base['sha256']}.gguf"
+        fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": team.artifacts_endpoint})
+        data = bytearray(fs.cat_file(remote))
+        data[len(data) // 2] ^= 0xFF
+        fs.pipe_file(remote, bytes(data))
+        c = (tmp_path / "c").resolve()
+        with caplog.at_level(logging.WARNING, logger="byllm_distill"):
+            fallback = engine_for(SITE, data_dir=c, version=number, serving="adapter")
+        assert fallback.weights.serving == "merged"
+        assert f"{remote} does not match its sha256" in caplog.text
+        assert not (c / "bases" / base["key"]).exists()
+        assert fallback.generate(args, temperature=0.0).output is not None
     finally:
         unload()
 
