@@ -180,7 +180,7 @@ def resident(folder: Path, data_dir: Path, serving: str, maps: list[dict[str, An
         for count in (1, 5, 10):
             while loaded < count:
                 copy = scratch / f"site{loaded}"
-                shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("dataset"))
+                shutil.copytree(folder, copy)
                 engine = engine_for(f"bench{loaded}.create_next_map", folder=copy,
                                     serving=serving, data_dir=data_dir)
                 if engine.weights.serving != serving:
