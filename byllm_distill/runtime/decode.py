@@ -6,10 +6,10 @@ already evaluated (`logits`: what the model predicts after it), written as the r
 it makes of the model. It yields `Eval(tokens, pos)` (put these tokens into the call's
 sequence from position `pos` on, dropping whatever the sequence held from there) and is
 sent back the next-token logits, a numpy array it may keep; it returns (tokens, finish
-reason, redraws). A `Batcher` (batch.py)
-drives it, so the model work of several calls runs in one forward pass per step while
-the Python below runs per call. The loop never touches the model's context itself, so
-nothing here depends on which sequence it decodes in or who else is decoding.
+reason, redraws). A `Batcher` (batch.py) drives it, so the model work of several calls
+runs in one forward pass per step while the Python below runs per call. The loop never
+touches the model's context itself, so nothing here depends on which sequence it decodes
+in or who else is decoding.
 
 - Sampling: greedy at temperature 0, else a draw from the top-p mass of the `TOP_K` best
   tokens. The grammar (the call's own copy) is checked lazily, as llama.cpp's own

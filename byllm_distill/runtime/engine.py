@@ -128,7 +128,6 @@ class Engine:
         """Tokens one call may hold, its prompt and its answer (the model's KV cells)."""
         return self.weights.resident.n_ctx
 
-
     def _tokens(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode(), add_bos=bool(
             self.spec.prompt_format.get("add_bos")), special=True)
@@ -284,9 +283,9 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
     """The site's loaded engine (see the module docstring). Give `folder` to serve a version
     folder directly, else the registry under `data_dir` picks the version. `serving`
     ("merged" or "adapter") defaults to the configured `serving`; `data_dir` holds the
-    shared base GGUFs (default: the configured data dir). Loading one past the configured
-    `max_resident_mb` first unloads the least recently used other engines (their models
-    once no call answers on them)."""
+    shared base GGUFs (default: the configured data dir). A load that takes the loaded
+    students past the configured `max_resident_mb` then unloads the least recently used
+    other engines (their models once no call answers on them)."""
     with _lock:
         cached = _engines.get(site)
         if cached is not None and (folder is None or cached.spec.folder == Path(folder)) and (
