@@ -7,8 +7,8 @@ KV sequence of one context, then decodes `--tokens` steps in which every sequenc
 one token, all in one `llama_decode` per step, and prints ms per step, ms per token and
 the throughput relative to one sequence. This measures the forward passes only (92% of a
 student map's time, see map_latency.py), not sampling, grammar or item checks, which
-stay per sequence. Serving does not batch yet (issue 14): this is the ceiling it could
-reach on this machine.
+stay per sequence. It is the ceiling the serving batcher (runtime/batch.py) can reach on
+this machine; benchmarks/serving_load.py measures what it reaches.
 
     .venv/bin/python benchmarks/batch_decode.py GGUF [--tokens 48] [--threads 2] [--json out.json]
 

@@ -30,16 +30,23 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Functions of the token loop, by the part of the work they are (cumulative times).
+# Functions of the token loop, by the part of the work they are (cumulative times, on the
+# batcher's thread, where every step and every call's token loop runs).
 PARTS = {
-    "forward passes (llama.cpp eval)": [("llama.py", "eval")],
+    "forward passes (llama_decode)": [("map_latency.py", "llama_decode")],
     "grammar (llama.cpp sampler)": [("decode.py", "grammar_allows"),
                                     ("decode.py", "grammar_filter"),
                                     ("llama_cpp.py", "llama_sampler_accept")],
+    "jump-forward (forced.py)": [("forced.py", "after")],
     "sampling (numpy top-p)": [("decode.py", "pick")],
     "item checks (guide)": [("guide.py", "feed")],
-    "detokenize": [("llama.py", "detokenize")],
+    "validators (whole answer)": [("engine.py", "_passes")],
 }
+
+
+def _calls(stats: pstats.Stats, file_tail: str, name: str) -> int:
+    return sum(row[1] for (path, _, func), row in stats.stats.items()  # type: ignore[attr-defined]
+               if path.endswith(file_tail) and func == name)
 
 
 def _cumulative(stats: pstats.Stats, file_tail: str, name: str) -> float:
@@ -56,26 +63,41 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ["BYLLM_DISTILL_THREADS"] = str(args.threads)
+    import llama_cpp
     from serving_load import SITE, inputs
 
+    from byllm_distill.runtime import batch
     from byllm_distill.runtime.engine import engine_for
 
     engine = engine_for(SITE, folder=args.version_dir)
     calls = inputs(args.calls, args.seed)
     engine.generate(calls[0], seed=0)  # warm-up: the first call builds caches
     profile = cProfile.Profile()
+    raw_decode, raw_steps = llama_cpp.llama_decode, batch.Batcher._steps
+
+    def llama_decode(ctx, batch_):  # a Python frame for cProfile to time the C call by
+        return raw_decode(ctx, batch_)
+
+    def profiled_steps(self):  # the stepping thread runs under the profile
+        profile.enable()
+        try:
+            raw_steps(self)
+        finally:
+            profile.disable()
+
+    llama_cpp.llama_decode, batch.Batcher._steps = llama_decode, profiled_steps
+    time.sleep(batch.IDLE_S + 1)  # the warm-up's stepping thread ends; the next is profiled
     latencies, answers, prompts, attempts, redraws, valid = [], [], [], [], [], 0
     for i, call in enumerate(calls):
         started = time.perf_counter()
-        profile.enable()
         generation = engine.generate(call, seed=i)
-        profile.disable()
         latencies.append(time.perf_counter() - started)
         answers.append(generation.completion_tokens / len(generation.passed))
         prompts.append(generation.prompt_tokens / len(generation.passed))
         attempts.append(len(generation.passed))
         redraws.append(generation.redraws)
         valid += bool(generation.passed and generation.passed[-1])
+    time.sleep(batch.IDLE_S + 1)  # the stepping thread ends and stops its profile
     stats = pstats.Stats(profile)
     total = sum(latencies)
     parts = {part: sum(_cumulative(stats, f, n) for f, n in where) / total
@@ -93,16 +115,19 @@ def main() -> None:
         "redraws_mean": round(statistics.fmean(redraws), 2),
         "ms_per_answer_token": round(1000 * total / sum(a * n for a, n in
                                                          zip(answers, attempts, strict=True)), 2),
+        "forward_passes_per_map": round(_calls(stats, "map_latency.py", "llama_decode")
+                                        / len(calls), 1),
         "time_share": {k: round(v, 3) for k, v in parts.items()},
-        "note": "time shares are cumulative cProfile times over the calls (profiling itself "
-                "adds overhead to the Python parts); latencies include it.",
+        "note": "time shares are cumulative cProfile times on the batcher's thread over the "
+                "calls (profiling itself adds overhead to the Python parts); latencies "
+                "include it. Jump-forward writes several tokens per forward pass.",
     }
     print(f"{len(calls)} maps, {args.threads} threads: p50 {result['p50_s']} s, p95 "
           f"{result['p95_s']} s, served valid {valid}/{len(calls)}")
     print(f"per map: {result['prompt_tokens_mean']} prompt + {result['answer_tokens_mean']} "
           f"answer tokens per attempt, {result['attempts_mean']} attempts, "
-          f"{result['redraws_mean']} item redraws; {result['ms_per_answer_token']} ms per "
-          "answer token")
+          f"{result['redraws_mean']} item redraws; {result['forward_passes_per_map']} forward "
+          f"passes; {result['ms_per_answer_token']} ms per answer token")
     for part, share in result["time_share"].items():
         print(f"  {share:6.1%}  {part}")
     if args.json:

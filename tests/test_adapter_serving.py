@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,21 +47,35 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory):
     return config, first, second, args
 
 
-def _forced_picks(engine, prompt: list[int], answer: list[int]) -> list[int]:
+def _forced_picks(engine, prompt: list[int], answer: list[int],
+                  need: int | None = None) -> list[int]:
     """The greedy pick at each position of `answer` (teacher-forced) under `engine`'s
-    weights, in the engine's turn."""
+    weights, decoded by its batcher like any call (`need`: its KV cells; default all, so
+    it decodes alone)."""
     import numpy as np
 
-    llama = engine.llama
-    with engine.turns.turn():
-        engine.weights.activate()
-        llama.reset()
-        engine.weights.kv.owner = None  # what this leaves in the KV cache is no prompt's
-        llama.eval(prompt)
-        picks = [int(np.argmax(engine._decoder.logits()))]
-        for token in answer[:-1]:
-            llama.eval([token])
-            picks.append(int(np.argmax(engine._decoder.logits())))
+    from byllm_distill.runtime.decode import Eval
+
+    def loop():
+        logits = yield Eval(list(prompt), 0)
+        picks = [int(np.argmax(logits))]
+        for pos, token in enumerate(answer[:-1], start=len(prompt)):
+            logits = yield Eval([token], pos)
+            picks.append(int(np.argmax(logits)))
+        return picks
+
+    return engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate, need)
+
+
+def _at_once(engines: list, prompt: list[int], answer: list[int]) -> dict:
+    """`_forced_picks` of each engine, all running at once (threads, one batcher)."""
+    picks: dict = {}
+    threads = [threading.Thread(target=lambda e=e: picks.__setitem__(
+        e, _forced_picks(e, prompt, answer, need=1024))) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
     return picks
 
 
@@ -91,31 +106,30 @@ def test_two_sites_share_one_base_and_answer_with_their_own_adapter(two_sites) -
         b = engine_for(OTHER, folder=second.path, version=1, serving="adapter",
                        data_dir=config.data_dir)
         assert a.weights.serving == b.weights.serving == "adapter"
-        assert a.llama is b.llama and a.turns is b.turns  # one resident base
+        assert a.llama is b.llama and a.batcher is b.batcher  # one resident base
         assert merged[SITE].llama is not a.llama
-        # The same prompt for both sites, alternating: a prompt restored from the KV cache
-        # another adapter filled would change the answer.
+        # Alternating sites on the shared context: each call decodes under its own adapter.
         a1 = a.generate(args, temperature=0.0).text
         b1 = b.generate(args, temperature=0.0).text
         a2 = a.generate(args, temperature=0.0).text
-        again = a.generate(args, temperature=0.0).text  # its own cache: restored
         b2 = b.generate(args, temperature=0.0).text
-        assert a._decoder.prompt_evals == 2 and b._decoder.prompt_evals == 2
-        assert a1 == a2 == again and b1 == b2
+        assert a1 == a2 and b1 == b2
         assert a1 != b1  # each site answers with its own adapter
         json.loads(a1), json.loads(b1)
         # Merged-then-quantized weights and a quantized base + f16 adapter are not the same
         # numbers, so free-running greedy answers drift apart once two picks are close.
         # Teacher-forced on each merged answer, a site's adapter picks the merged model's
         # token at >= 0.92 of positions here (measured: 0.92-1.0; the other site's
-        # adapter 0.76-0.91), so: >= 0.9, and closer than the other site's adapter.
+        # adapter 0.76-0.91), so: >= 0.9, and closer than the other site's adapter. Each
+        # site's two sequences run at once on the shared context, which takes turns
+        # between the adapters step by step (batch.py).
         for site, own, other in ((SITE, a, b), (OTHER, b, a)):
             prompt = merged[site].prompt(args)[1]
             raw = merged[site].generate(args, temperature=0.0, check=False).raw
             answer = merged[site].llama.tokenize(raw.encode(), add_bos=False, special=True)
             ref = _forced_picks(merged[site], prompt, answer)
-            agree = {e: sum(x == y for x, y in zip(ref, _forced_picks(e, prompt, answer),
-                                                   strict=True)) / len(ref)
+            picks = _at_once([own, other], prompt, answer)
+            agree = {e: sum(x == y for x, y in zip(ref, picks[e], strict=True)) / len(ref)
                      for e in (own, other)}
             assert agree[own] >= 0.9 and agree[own] > agree[other] + 0.03, (site, agree)
     finally:
@@ -160,6 +174,38 @@ def test_a_file_that_is_no_adapter_is_refused_by_name(two_sites, tmp_path: Path)
         engine_for(SITE, folder=wrong, serving="adapter", data_dir=config.data_dir)
     assert loaded_sites() == []
     unload()
+
+
+def test_max_resident_mb_unloads_the_least_recently_used_student(
+        two_sites, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a memory budget that holds one merged model but not two, loading the second
+    unloads the first (the least recently used), which loads again when called; the same
+    two sites as adapters over one base fit the same budget together."""
+    from byllm_distill.runtime.engine import engine_for, loaded_sites, unload
+    from byllm_distill.runtime.models import loaded_mb
+
+    config, first, second, args = two_sites
+    try:
+        one = engine_for(SITE, folder=first.path, version=1, serving="merged")
+        budget = int(loaded_mb([one.weights]) * 1.5)
+        unload()
+        monkeypatch.setenv("BYLLM_DISTILL_MAX_RESIDENT_MB", str(budget))
+        engine_for(SITE, folder=first.path, version=1, serving="merged")
+        other = engine_for(OTHER, folder=second.path, version=1, serving="merged")
+        assert loaded_sites() == [OTHER]  # the first was unloaded to make room
+        assert loaded_mb([other.weights]) <= budget
+        again = engine_for(SITE, folder=first.path, version=1, serving="merged")
+        assert loaded_sites() == [SITE]
+        assert again.generate(args, temperature=0.0).output is not None
+        unload()
+        a = engine_for(SITE, folder=first.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        b = engine_for(OTHER, folder=second.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        assert loaded_sites() == [SITE, OTHER]  # one base and two adapters fit
+        assert loaded_mb([a.weights, b.weights]) <= budget
+    finally:
+        unload()
 
 
 def test_a_version_pulled_from_the_team_store_serves_over_the_downloaded_base(

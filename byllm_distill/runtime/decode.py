@@ -1,26 +1,38 @@
 """The token loop of one student answer: sampling, the grammar, and guided redraws.
 
-Contract. `Decoder(llama, max_tokens).run(prompt, grammar, temperature, top_p, rng, guide,
-last)` decodes one attempt and returns (tokens, finish reason, redraws). The caller holds
-the `Llama`'s lock.
+Contract. `Decoder(llama, max_tokens).attempt(n_prompt, logits, grammar, temperature,
+top_p, rng, guide, last)` is a generator: the token loop of one attempt after a prompt
+already evaluated (`logits`: what the model predicts after it), written as the requests
+it makes of the model. It yields `Eval(tokens, pos)` (put these tokens into the call's
+sequence from position `pos` on, dropping whatever the sequence held from there) and is
+sent back the next-token logits, a numpy array it may keep; it returns (tokens, finish
+reason, redraws). A `Batcher` (batch.py) drives it, so the model work of several calls
+runs in one forward pass per step while the Python below runs per call. The loop never
+touches the model's context itself, so nothing here depends on which sequence it decodes
+in or who else is decoding.
 
 - Sampling: greedy at temperature 0, else a draw from the top-p mass of the `TOP_K` best
-  tokens. The grammar is checked lazily, as llama.cpp's own `common_sampler` does: the pick
-  is made from the raw logits first, and only when the grammar rejects it are all tokens
-  filtered and the pick repeated (a trained student's pick nearly always fits, so the
-  49k-token filter runs at few steps).
+  tokens. The grammar (the call's own copy) is checked lazily, as llama.cpp's own
+  `common_sampler` does: the pick is made from the raw logits first, and only when the
+  grammar rejects it are all tokens filtered and the pick repeated (a trained student's
+  pick nearly always fits, so the 49k-token filter runs at few steps).
 - Guided redraws (with a `Guide`, see guide.py): when an item fails a prefix check, first
   its last number is redrawn from the values that would pass (the guide tries each one;
   an enemy that landed on a wall moves along its column, a wall that went diagonal gets a
   straight end), sampled by the model's own preference among them. If no value passes,
   the whole item is drawn again from the last checkpoint, a little hotter each time. A
-  rollback restores the model's position (the next `eval` drops the later KV cache), the
-  saved next-token logits, a copy of the grammar's state and the guide's cursor.
-- The prompt is evaluated once per call, not once per attempt: a later attempt (or a call
-  with the same prompt) restores the cached prompt's position and logits (`start`), but
-  only when the `Llama`'s KV cache was last filled by this decoder's weights (`KVOwner`:
-  sites served as adapters share one base `Llama`, and a prompt another adapter
-  evaluated has other keys and values).
+  rollback returns to the checkpoint's position (the next request starts there, so the
+  later KV entries are dropped), its saved next-token logits, a copy of the grammar's
+  state and the guide's cursor.
+- Jump-forward (forced.py): after each sampled token, the tokens the grammar forces next
+  (a `],[` after a coordinate that cannot grow, the `,` between two numbers) are written
+  at once, each through the guide like a sampled one, and go into the same request as
+  that token: one forward pass for all of them. Checkpoints are taken after a request's
+  last token only. When nothing but the end can follow, the answer ends without a pass
+  for the end-of-text token. `jump_forward = False` decodes token by token (comparisons).
+- The prompt is evaluated once per call, whatever the number of attempts: each attempt
+  starts at the prompt's end with its saved logits, and its first request drops what the
+  attempt before it wrote.
 - Budgets: at most `ITEM_REDRAWS` redraws in a row for one item and `ATTEMPT_REDRAWS` in
   all. Past that, an attempt that is not the `last` stops with finish reason "rejected"
   (its answer could no longer pass); the last one keeps the item and finishes unchecked,
@@ -31,9 +43,11 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from byllm_distill.runtime.forced import Forced
 from byllm_distill.runtime.guide import Guide
 
 TOP_K = 64  # sampling draws from at most this many of the best tokens
@@ -41,6 +55,18 @@ NEGLIGIBLE = math.log(1e4)  # ... each at least 1e-4 as likely as the best one
 ITEM_REDRAWS = 4  # an item failing prefix checks is drawn again at most this often in a row
 ATTEMPT_REDRAWS = 24  # ... and at most this often per attempt
 REDRAW_HEAT = 0.7  # a whole-item redraw samples at least this hot, a little hotter each time
+
+
+@dataclass(frozen=True)
+class Eval:
+    """A request to the model: `tokens` into the call's sequence from `pos` on (whatever
+    it held from there is dropped); the answer is the logits after the last one."""
+
+    tokens: list[int]
+    pos: int
+
+
+Loop = Generator[Eval, Any, Any]  # yields requests, is sent logits, returns its result
 
 
 @dataclass
@@ -54,17 +80,17 @@ class _Checkpoint:
     cursor: Any
 
     @classmethod
-    def take(cls, out: list[int], llama: Any, logits: Any, grammar: Any, guide: Guide,
+    def take(cls, out: list[int], n_past: int, logits: Any, grammar: Any, guide: Guide,
              owned: list[Any]) -> _Checkpoint:
-        return cls(len(out), llama.n_tokens, logits.copy(), _clone(grammar, owned),
-                   guide.state())
+        return cls(len(out), n_past, logits, clone(grammar, owned), guide.state())
 
     def grammar_copy(self, owned: list[Any]) -> Any:
         """A fresh copy of the saved grammar state (the saved one stays for the next)."""
-        return _clone(self.grammar, owned)
+        return clone(self.grammar, owned)
 
 
-def _clone(grammar: Any, owned: list[Any]) -> Any:
+def clone(grammar: Any, owned: list[Any]) -> Any:
+    """A copy of a grammar sampler's state, added to `owned` (the caller frees those)."""
     import llama_cpp
 
     if grammar is None:
@@ -74,31 +100,21 @@ def _clone(grammar: Any, owned: list[Any]) -> Any:
     return copy
 
 
-class KVOwner:
-    """Which weights (a tag: merged file, or base + adapter) last filled one `Llama`'s KV
-    cache; shared by every decoder on that `Llama`."""
-
-    def __init__(self) -> None:
-        self.owner: str | None = None
-
-
 class _DeadEnd(Exception):
     """No token is allowed here (the grammar and a number's allowed values disagree)."""
 
 
 class Decoder:
-    def __init__(self, llama: Any, max_tokens: int, tag: str = "",
-                 kv: KVOwner | None = None) -> None:
+    """Sampling over one model's vocabulary, and the token loop (`attempt`). Its buffers
+    are used between two yields only, so the loops of several calls may share it as long
+    as one thread runs them (the batcher's)."""
+
+    def __init__(self, llama: Any, max_tokens: int) -> None:
         import llama_cpp
         import numpy as np
 
         self.llama = llama
         self.max_tokens = max_tokens
-        self.tag = tag
-        self.kv = kv or KVOwner()
-        self.reuse_prompt = True
-        self.prompt_evals = 0  # full prompt evaluations (the rest reused the KV cache)
-        self._prompt: tuple[list[int], Any] | None = None
         self.vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self.n_vocab = llama.n_vocab()
         self._all = (llama_cpp.llama_token_data * self.n_vocab)()
@@ -107,13 +123,11 @@ class Decoder:
         self._all_view["id"] = np.arange(self.n_vocab, dtype=np.int32)
         self._one = (llama_cpp.llama_token_data * 1)()
         self._digit_tokens: dict[int, str] | None = None
+        self._pieces: dict[int, bytes] = {}
+        self.forced = Forced(llama)
+        self.jump_forward = True  # write what the grammar forces without a step each
 
     # Sampling ----------------------------------------------------------------------------
-
-    def logits(self) -> Any:
-        import numpy as np
-
-        return np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self.n_vocab,))
 
     def grammar_allows(self, grammar: Any, token: int, logit: float) -> bool:
         import llama_cpp
@@ -203,40 +217,25 @@ class Decoder:
         masked[kept] = logits[kept]
         return masked
 
+    def piece(self, token: int) -> bytes:
+        """A token's bytes (cached: the guide reads every token the loop samples)."""
+        found = self._pieces.get(token)
+        if found is None:
+            found = self._pieces[token] = self.llama.detokenize([token], special=False)
+        return found
+
     # The loop ----------------------------------------------------------------------------
 
-    def start(self, prompt: list[int]) -> Any:
-        """Put the model right after `prompt` and return the next-token logits. The prompt
-        this decoder evaluated last is not evaluated again while the KV cache still holds
-        it: its position and saved logits are restored, the same state a fresh evaluation
-        gives (evaluating only a changed suffix would not be: llama.cpp's numbers depend
-        on the batch shape, so answers would depend on the call before)."""
-        import numpy as np
-
-        llama = self.llama
-        n = len(prompt)
-        saved = self._prompt
-        if (self.reuse_prompt and saved is not None and saved[0] == prompt
-                and self.kv.owner == self.tag and llama.n_tokens >= n
-                and np.array_equal(llama.input_ids[:n], np.asarray(prompt))):
-            llama.n_tokens = n  # the next eval drops the previous answer's KV entries
-            return saved[1].copy()
-        llama.reset()
-        self.kv.owner = self.tag
-        llama.eval(prompt)
-        self.prompt_evals += 1
-        logits = self.logits().copy()
-        self._prompt = (list(prompt), logits.copy())
-        return logits
-
-    def run(self, prompt: list[int], grammar: Any, temperature: float, top_p: float,
-            rng: Any, guide: Guide | None = None, last: bool = True
-            ) -> tuple[list[int], str, int]:
-        """(tokens, finish reason, redraws) for one attempt (see the module docstring)."""
+    def attempt(self, n_prompt: int, logits: Any, grammar: Any, temperature: float,
+                top_p: float, rng: Any, guide: Guide | None = None, last: bool = True
+                ) -> Generator[Eval, Any, tuple[list[int], str, int]]:
+        """(tokens, finish reason, redraws) for one attempt after the call's prompt of
+        `n_prompt` tokens, whose next-token `logits` the caller evaluated once for all
+        attempts (see the module docstring). `grammar` is this call's own sampler: the
+        loop advances it."""
         import llama_cpp
 
-        llama = self.llama
-        logits = self.start(prompt)
+        n_past = n_prompt
         out: list[int] = []
         owned: list[Any] = []  # grammar clones to free
         item: _Checkpoint | None = None  # after the last item that passed
@@ -245,36 +244,47 @@ class Decoder:
         allowed: frozenset[str] | None = None  # values the number being redrawn may take
         repaired: _Checkpoint | None = None  # a number is redrawn among passing values once
         in_a_row = redraws = 0
+        pending: list[int] = []  # written, not yet evaluated
+        forced: list[int] = []  # the grammar's next tokens (forced.py), not yet written
+        ends = passed = False  # the answer ends after `forced`; an item passed in `pending`
         try:
             if guide is not None:
-                item = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                item = _Checkpoint.take(out, n_past, logits, grammar, guide, owned)
                 before = item
             while len(out) < self.max_tokens:
-                heat = temperature if in_a_row == 0 or allowed is not None else max(
-                    temperature, REDRAW_HEAT) * (1.0 + 0.15 * in_a_row)
-                try:
-                    shaped = (logits if allowed is None or guide is None
-                              else self.number_mask(logits, guide.number_prefix(), allowed))
-                    token = self._sample(shaped, grammar, heat, top_p, rng)
-                except _DeadEnd:
-                    if allowed is None or item is None or guide is None:
-                        raise
-                    allowed = number = None  # the repair cannot finish: redraw the item
-                    before = item
-                    logits, grammar = self._rollback(item, out, guide, owned)
-                    continue
-                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                    return out, "stop", redraws
+                if forced:
+                    token = forced.pop(0)
+                    llama_cpp.llama_sampler_accept(grammar, token)
+                else:
+                    heat = temperature if in_a_row == 0 or allowed is not None else max(
+                        temperature, REDRAW_HEAT) * (1.0 + 0.15 * in_a_row)
+                    try:
+                        shaped = (logits if allowed is None or guide is None
+                                  else self.number_mask(logits, guide.number_prefix(),
+                                                        allowed))
+                        token = self._sample(shaped, grammar, heat, top_p, rng)
+                    except _DeadEnd:
+                        if allowed is None or item is None or guide is None:
+                            raise
+                        allowed = number = None  # the repair cannot finish: redraw the item
+                        before = item
+                        logits, grammar, n_past = self._rollback(item, out, guide, owned)
+                        continue
+                    if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                        return out, "stop", redraws
+                    if self.jump_forward and grammar is not None:
+                        forced, ends = self.forced.after(grammar, token)
                 out.append(token)
                 verdict = None
                 if guide is not None:
                     starts = guide.number_prefix() == ""
-                    verdict = guide.feed(llama.detokenize([token], special=False))
+                    verdict = guide.feed(self.piece(token))
                     if starts and guide.number_prefix():
                         number = before
                     if allowed is not None and not guide.number_prefix():
                         allowed = None  # the redrawn number is complete
                 if verdict is False and item is not None and guide is not None:
+                    pending, forced, ends, passed = [], [], False, False
                     if in_a_row >= ITEM_REDRAWS or redraws >= ATTEMPT_REDRAWS:
                         if not last:
                             return out, "rejected", redraws
@@ -290,26 +300,35 @@ class Decoder:
                             repaired = number
                         else:  # redraw the whole item
                             allowed, before, number = None, item, None
-                        logits, grammar = self._rollback(before, out, guide, owned)
+                        logits, grammar, n_past = self._rollback(before, out, guide, owned)
                         continue
-                llama.eval([token])
-                logits = self.logits()
+                pending.append(token)
+                passed = passed or bool(verdict)
+                if forced:
+                    continue  # one forward pass for the token and what it forces
+                if ends:
+                    return out, "stop", redraws  # nothing but the end can follow
+                logits = yield Eval(pending, n_past)
+                n_past += len(pending)
+                pending = []
                 if guide is not None:
-                    if verdict:
-                        item = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                    if passed:
+                        item = _Checkpoint.take(out, n_past, logits, grammar, guide, owned)
                         before = item
                         in_a_row = 0
                     elif not guide.number_prefix():
-                        before = _Checkpoint.take(out, llama, logits, grammar, guide, owned)
+                        before = _Checkpoint.take(out, n_past, logits, grammar, guide, owned)
+                passed = False
             return out, "length", redraws
         finally:
             for sampler in owned:
                 llama_cpp.llama_sampler_free(sampler)
 
-    def _rollback(self, to: _Checkpoint, out: list[int], guide: Guide, owned: list[Any]
-                  ) -> tuple[Any, Any]:
-        """Return to `to`: (its logits, a fresh copy of its grammar)."""
+    @staticmethod
+    def _rollback(to: _Checkpoint, out: list[int], guide: Guide, owned: list[Any]
+                  ) -> tuple[Any, Any, int]:
+        """Return to `to`: (its logits, a fresh copy of its grammar, its position); the
+        next request starts there, so the later KV entries are dropped."""
         del out[to.tokens:]
-        self.llama.n_tokens = to.n_past  # the next eval drops the rest of the KV cache
         guide.restore(to.cursor)
-        return to.logits, to.grammar_copy(owned)
+        return to.logits, to.grammar_copy(owned), to.n_past

@@ -15,11 +15,13 @@ teacher's data showed them; for JSON codecs the bounded schema's), so answers al
 and always parse, and decodes the text back into the site's JSON answer. The prompt follows
 the codec's input policy: a call over the site's prompt budget has its list arguments cut to
 their newest items, as training did (`PromptOverBudget` when even that does not fit).
-A call's prompt is evaluated once, whatever the number of attempts: later attempts restore
-it from the KV cache (decode.py). Decoding samples
-at the version's `temperature` (0 is greedy; see pipeline.py for the default) and is
-serialised per `Llama`: one call at a time takes its turn (load.py), and
-`expected_wait_ms()` says how long a call arriving now would queue.
+A call's prompt is evaluated once, whatever the number of attempts: later attempts start
+from its saved logits. Decoding samples at the version's `temperature` (0 is
+greedy; see pipeline.py for the default). Calls are batched per `Llama` (batch.py): up to
+`max_batch` calls answer at once, each in a sequence of its own, sharing every forward
+pass; more queue for a turn (load.py), and `expected_wait_ms()` says how long a call
+arriving now would queue. Each call decodes under its own copy of its grammar, so calls
+never share sampling state.
 
 Guided decoding (sampling only, tuple codecs, sites whose validators name prefix-closed
 verdicts): after each top-level field and each array item the student writes, the answer so
@@ -38,6 +40,7 @@ first-attempt validity next to the served one; `Generation.redraws` counts item 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -49,14 +52,15 @@ from typing import Any
 
 from byllm_distill.codec.grammar import call_grammar
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
-from byllm_distill.runtime.decode import Decoder
+from byllm_distill.runtime.decode import Decoder, Eval, Loop, clone
 from byllm_distill.runtime.guide import guide_for, student_record
-from byllm_distill.runtime.models import Weights, release, weights_for
+from byllm_distill.runtime.models import Weights, loaded_mb, release, weights_for
 from byllm_distill.runtime.spec import StudentSpec
 
+log = logging.getLogger("byllm_distill")
 GRAMMAR_CACHE = 32  # built grammars kept per engine (calls often share their limits)
 _lock = threading.Lock()
-_engines: dict[str, Engine] = {}
+_engines: OrderedDict[str, Engine] = OrderedDict()  # least recently used first
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,9 @@ class PromptOverBudget(ValueError):
 
 
 class Engine:
-    """A loaded student: its weights (models.py: the shared `Llama`, its turns, one call at
-    a time, and the site's adapter if any), the codec and the prompt format; `Decoder`
-    (decode.py) runs the token loop."""
+    """A loaded student: its weights (models.py: the shared `Llama`, its batcher and the
+    site's adapter if any), the codec and the prompt format; `Decoder` (decode.py) writes
+    the token loop the batcher drives."""
 
     def __init__(self, spec: StudentSpec, weights: Weights, requested: str = "merged") -> None:
         import llama_cpp
@@ -107,15 +111,22 @@ class Engine:
         self.weights = weights
         self.requested = requested  # the serving mode asked for (weights may be merged)
         self.llama = llama = weights.llama
-        self.turns = weights.turns
+        self.batcher = weights.batcher
+        self.turns = self.batcher.turns
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
-        self._decoder = Decoder(llama, spec.max_tokens, weights.tag, weights.kv)
+        self._decoder = Decoder(llama, spec.max_tokens)
+        self.prompt_evals = 0  # prompts evaluated: one per call, whatever its attempts
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         weakref.finalize(self, _free_samplers, self._grammars)
         self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
                             if spec.codec.mode == "json" and spec.codec.schema else None)
         if self._fixed_gbnf is not None:
             self._grammar_for({})  # a bad grammar fails the load, not the first call
+
+    @property
+    def n_ctx(self) -> int:
+        """Tokens one call may hold, its prompt and its answer (the model's KV cells)."""
+        return self.weights.resident.n_ctx
 
     def _tokens(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode(), add_bos=bool(
@@ -149,7 +160,8 @@ class Engine:
         return self._fixed_gbnf
 
     def _grammar_for(self, args: dict[str, Any]) -> Any:
-        """The llama.cpp grammar sampler for this call, reset (callers hold the turn)."""
+        """The llama.cpp grammar sampler for this call's limits, as parsed (never advanced:
+        each call decodes with its own copy, decode.clone)."""
         import llama_cpp
 
         text = self.gbnf(args)
@@ -167,7 +179,6 @@ class Engine:
                 _, oldest = self._grammars.popitem(last=False)
                 llama_cpp.llama_sampler_free(oldest)
         self._grammars.move_to_end(text)
-        llama_cpp.llama_sampler_reset(sampler)
         return sampler
 
     def expected_wait_ms(self) -> float:
@@ -194,20 +205,40 @@ class Engine:
         rng = np.random.default_rng(seed)
         started = time.perf_counter()
         text, prompt = self.prompt(args)
+        need = len(prompt) + self.spec.max_tokens
+        if need > self.n_ctx:
+            raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
+                             f"{self.spec.max_tokens}-token answer in n_ctx {self.n_ctx}; "
+                             "the input is far larger than anything the student was "
+                             "trained on.")
+        guide = check and guided and temperature > 0.0
+        answer = self.batcher.run(
+            self._answer(args, prompt, temperature, top_p, rng, attempts, check, guide),
+            self.weights.tag, self.weights.activate, need)
+        passed, completion, redraws, finish, raw, output, answer_text = answer
+        return Generation(text=answer_text, prompt_tokens=len(prompt) * len(passed),
+                          completion_tokens=completion,
+                          seconds=time.perf_counter() - started, finish_reason=finish, raw=raw,
+                          output=output, passed=tuple(passed), redraws=redraws)
+
+    def _answer(self, args: dict[str, Any], prompt: list[int], temperature: float,
+                top_p: float, rng: Any, attempts: int, check: bool, guide: bool) -> Loop:
+        """One call's attempts, as a loop the batcher drives (decode.py); returns (passed
+        per attempt, completion tokens, redraws, finish reason, raw text, output, text)."""
+        import llama_cpp
+
         passed: list[bool] = []
         completion = redraws = 0
-        with self.turns.turn():
-            self.weights.activate()  # this site's adapter, for this turn only
-            if len(prompt) + self.spec.max_tokens > self.llama.n_ctx():
-                raise ValueError(f"the prompt of {len(prompt)} tokens leaves no room for a "
-                                 f"{self.spec.max_tokens}-token answer in n_ctx "
-                                 f"{self.llama.n_ctx()}; the input is far larger than "
-                                 "anything the student was trained on.")
+        owned: list[Any] = []  # this call's grammar copies
+        start = yield Eval(list(prompt), 0)
+        self.prompt_evals += 1
+        try:
             for attempt in range(attempts):
-                tokens, finish, redrawn = self._decoder.run(
-                    prompt, self._grammar_for(args), temperature, top_p, rng,
+                grammar = clone(self._grammar_for(args), owned)
+                tokens, finish, redrawn = yield from self._decoder.attempt(
+                    len(prompt), start, grammar, temperature, top_p, rng,
                     guide_for(self.spec.site, self.spec.codec, args, self.spec.response_format)
-                    if check and guided and temperature > 0.0 else None,
+                    if guide else None,
                     last=attempt == attempts - 1)
                 redraws += redrawn
                 completion += len(tokens)
@@ -216,10 +247,10 @@ class Engine:
                 passed.append(output is not None and (not check or self._passes(args, output)))
                 if passed[-1]:
                     break
-        return Generation(text=answer, prompt_tokens=len(prompt) * len(passed),
-                          completion_tokens=completion,
-                          seconds=time.perf_counter() - started, finish_reason=finish, raw=raw,
-                          output=output, passed=tuple(passed), redraws=redraws)
+        finally:
+            for sampler in owned:
+                llama_cpp.llama_sampler_free(sampler)
+        return passed, completion, redraws, finish, raw, output, answer
 
     def _read(self, raw: str, args: dict[str, Any]) -> tuple[Any, str]:
         """(decoded answer or None, the answer as text)."""
@@ -252,41 +283,55 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
     """The site's loaded engine (see the module docstring). Give `folder` to serve a version
     folder directly, else the registry under `data_dir` picks the version. `serving`
     ("merged" or "adapter") defaults to the configured `serving`; `data_dir` holds the
-    shared base GGUFs (default: the configured data dir)."""
+    shared base GGUFs (default: the configured data dir). A load that takes the loaded
+    students past the configured `max_resident_mb` then unloads the least recently used
+    other engines (their models once no call answers on them)."""
     with _lock:
         cached = _engines.get(site)
         if cached is not None and (folder is None or cached.spec.folder == Path(folder)) and (
                 version is None or cached.spec.version == version) and (
                 serving is None or cached.requested == serving):
+            _engines.move_to_end(site)
             return cached
         # A failed (re)load must leave nothing behind for the site, not the old engine.
         _engines.pop(site, None)
-        if folder is None:
-            if data_dir is None:
-                from byllm_distill.config import load_config
+        from byllm_distill.config import load_config
 
-                data_dir = load_config().data_dir
+        config = load_config()
+        data_dir = config.data_dir if data_dir is None else data_dir
+        if folder is None:
             resolved = SiteRegistry.at(Path(data_dir), site).resolve(version)  # verified
             version, folder = resolved.number, resolved.path
         else:
             verify_files(site, Path(folder))
         spec = StudentSpec.from_folder(site, folder, version)
-        if serving is None:
-            from byllm_distill.config import load_config
-
-            serving = load_config().serving
+        serving = serving or config.serving
         try:
-            engine = Engine(spec, weights_for(spec, serving, data_dir), serving)
+            engine = Engine(spec, weights_for(spec, serving, data_dir, config.max_batch),
+                            serving)
         except BaseException:
             _release_unused()
             raise
         _engines[site] = engine
+        _within_budget(config.max_resident_mb)
         return engine
 
 
+def _within_budget(budget_mb: int) -> None:
+    """Unload the least recently used engines but the newest until the models still loaded
+    fit `budget_mb` (0: no budget; callers hold `_lock`)."""
+    while budget_mb and len(_engines) > 1 and loaded_mb(
+            [e.weights for e in _engines.values()]) > budget_mb:
+        site, _ = _engines.popitem(last=False)
+        log.info("byllm-distill: unloaded %s, the least recently used student, to stay "
+                 "within max_resident_mb %d.", site, budget_mb)
+        _release_unused()
+
+
 def loaded_sites() -> list[str]:
+    """Sites with a loaded engine, least recently used first."""
     with _lock:
-        return sorted(_engines)
+        return list(_engines)
 
 
 def unload(site: str | None = None) -> None:

@@ -12,14 +12,17 @@ with (callers hold the engine module's lock):
   (`llama_adapter_lora_init`). A file llama.cpp cannot load (a wrong base, a broken file
   that still matches its hash) raises `ArtifactError`; nothing of it stays loaded.
 
-Every `Llama` comes with one `Turns` (load.py): one call at a time decodes on it.
-`Weights.activate()`, which a call runs inside its turn, sets that engine's adapter (or
-none) on the context, so no sequence ever decodes with another site's adapter.
-`Weights.tag` names the weights (the merged file, or base + adapter) and `Weights.kv` is
-the `Llama`'s record of which tag filled its KV cache last: decode.py restores a cached
-prompt only under the same tag. `release(used)` frees adapters and closes every `Llama`
-no engine uses any more (a `Llama`'s adapters are taken off its context and freed before
-it closes).
+Every `Llama` comes with one `Batcher` (batch.py): its context holds `max_batch`
+sequences in one KV cache of `n_ctx` cells, room for one call of the version's own `n_ctx`
+(its longest prompt and answer) or for `max_batch` calls of `SEQ_CELLS` each, whichever is
+more; the batcher starts a call only when the cells it may fill are free, and the calls
+answering share each forward pass. `Weights.activate()`, which the batcher runs before
+each step, sets that engine's adapter (or none) on the context, so no sequence ever
+decodes with another site's adapter; `Weights.tag` names the weights (the merged file, or
+base + adapter). `Resident.size_mb` is what `max_resident_mb` counts: weights, KV cache
+and adapters. `release(used)` frees adapters and closes every `Llama` no engine uses any
+more, once no call answers on it (its batcher ends first, and its adapters are taken off
+its context and freed before it closes).
 
 On CPUs with AMX, llama.cpp 0.3.36's AMX buffer type crashes (SIGSEGV) on quantized
 tensors, so there every model, base or merged, is loaded without llama.cpp's extra buffer
@@ -38,27 +41,46 @@ from typing import Any
 
 from byllm_distill.bases import find_base
 from byllm_distill.registry import ArtifactError
-from byllm_distill.runtime.decode import KVOwner
+from byllm_distill.runtime.batch import Batcher
 from byllm_distill.runtime.load import Turns
 from byllm_distill.runtime.spec import StudentSpec
 
 log = logging.getLogger("byllm_distill")
 SERVING_MODES = ("merged", "adapter")
-BASE_N_CTX = 2048  # a shared base's context: room for most sites' prompt and answer
+BASE_N_CTX = 2048  # a shared base's room for one call: most sites' prompt and answer
+DEFAULT_SLOTS = 8  # calls answering at once per loaded model (config: max_batch)
+SEQ_CELLS = 512  # KV cells per sequence a context is sized for (a map: ~40 + up to 468)
 
 
 @dataclass
 class Resident:
-    """One loaded `Llama` with its turns, KV-cache owner and the adapters loaded on it."""
+    """One loaded `Llama` with its batcher and the adapters loaded on it."""
 
     llama: Any
-    turns: Turns = field(default_factory=Turns)
-    kv: KVOwner = field(default_factory=KVOwner)
+    batcher: Batcher
+    n_ctx: int  # KV cells, shared by its sequences: the most one call may fill
     adapters: dict[str, Any] = field(default_factory=dict)  # adapter path -> llama.cpp handle
+
+    @property
+    def turns(self) -> Turns:
+        return self.batcher.turns
+
+    @property
+    def size_mb(self) -> float:
+        """Its weights, KV cache and adapters (what `max_resident_mb` counts)."""
+        import llama_cpp
+
+        model = self.llama.model
+        layers, heads = llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model)
+        kv_heads = llama_cpp.llama_model_n_head_kv(model)
+        head_dim = llama_cpp.llama_model_n_embd(model) // max(heads, 1)
+        kv = 2 * layers * kv_heads * head_dim * 2 * self.llama.n_ctx()  # K and V, f16
+        files = sum(Path(a).stat().st_size for a in self.adapters)
+        return (llama_cpp.llama_model_size(model) + kv + files) / 2**20
 
     def free_adapters(self, paths: list[str]) -> None:
         """Take every adapter off the context (it may point at one of these) and free
-        these; callers hold the turn lock or own the resident alone."""
+        these; callers hold `turns.exclusive()` or own the resident alone."""
         import llama_cpp
 
         if not paths:
@@ -66,9 +88,9 @@ class Resident:
         llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
         for path in paths:
             llama_cpp.llama_adapter_lora_free(self.adapters.pop(path))
-        self.kv.owner = None
 
     def close(self) -> None:
+        self.batcher.close()
         self.free_adapters(list(self.adapters))
         self.llama.close()
 
@@ -87,12 +109,8 @@ class Weights:
         return self.resident.llama
 
     @property
-    def turns(self) -> Turns:
-        return self.resident.turns
-
-    @property
-    def kv(self) -> KVOwner:
-        return self.resident.kv
+    def batcher(self) -> Batcher:
+        return self.resident.batcher
 
     @property
     def serving(self) -> str:
@@ -103,8 +121,8 @@ class Weights:
         return f"{self.key}+{self.adapter}" if self.adapter else self.key
 
     def activate(self) -> None:
-        """Put this engine's adapter (or none) on the shared context; call inside the
-        turn. llama.cpp changes nothing when the set is already the same."""
+        """Put this engine's adapter (or none) on the shared context (the batcher does,
+        before each step). llama.cpp changes nothing when the set is already the same."""
         import ctypes
 
         import llama_cpp
@@ -159,19 +177,43 @@ def model_params_for_this_cpu() -> Iterator[None]:
         low.llama_model_default_params = original
 
 
-def _resident(key: str, path: Path, n_ctx: int, site: str) -> Resident:
+@contextlib.contextmanager
+def context_for_sequences(slots: int) -> Iterator[None]:
+    """Have the next `Llama()` make its context with room for `slots` sequences in one KV
+    cache (its `n_ctx` cells are then theirs together). Like the model parameters above,
+    the context's come from a default the constructor offers no argument for."""
+    import llama_cpp.llama as llama_module
+
+    low = llama_module.llama_cpp
+    original = low.llama_context_default_params
+
+    def for_sequences() -> Any:
+        params = original()
+        params.n_seq_max, params.kv_unified = slots, True
+        return params
+
+    low.llama_context_default_params = for_sequences
+    try:
+        yield
+    finally:
+        low.llama_context_default_params = original
+
+
+def _resident(key: str, path: Path, n_ctx: int, site: str, slots: int) -> Resident:
+    """The `Llama` under `key`, loaded with `slots` sequences and room for one call of
+    `n_ctx` tokens (or as it was loaded first)."""
     if key in _residents:
         return _residents[key]
     from llama_cpp import Llama
 
     try:
-        with model_params_for_this_cpu():
-            llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads(),
-                          n_threads_batch=threads(), verbose=False)
+        with model_params_for_this_cpu(), context_for_sequences(slots):
+            llama = Llama(model_path=str(path), n_ctx=max(n_ctx, slots * SEQ_CELLS),
+                          n_threads=threads(), n_threads_batch=threads(), verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ArtifactError(f"{path} cannot be loaded by llama.cpp ({exc}); retrain with "
                             f"`byllm-distill train {site}`.") from exc
-    _residents[key] = Resident(llama)
+    _residents[key] = Resident(llama, Batcher(llama, slots), llama.n_ctx())
     return _residents[key]
 
 
@@ -190,21 +232,22 @@ def _base_for(spec: StudentSpec, data_dir: Path | None) -> tuple[Path, Path] | N
     return None if path is None else (path, spec.adapter)
 
 
-def weights_for(spec: StudentSpec, serving: str = "merged",
-                data_dir: Path | None = None) -> Weights:
-    """The weights `spec`'s engine decodes with (see the module docstring)."""
+def weights_for(spec: StudentSpec, serving: str = "merged", data_dir: Path | None = None,
+                slots: int = DEFAULT_SLOTS) -> Weights:
+    """The weights `spec`'s engine decodes with (see the module docstring); `slots`: the
+    calls its model answers at once."""
     if serving not in SERVING_MODES:
         raise ValueError(f"serving must be one of {', '.join(SERVING_MODES)}, not {serving!r}")
     found = _base_for(spec, data_dir) if serving == "adapter" else None
     if found is None:
         key = str(spec.gguf.resolve())
-        return Weights(_resident(key, Path(key), spec.n_ctx, spec.site), key)
+        return Weights(_resident(key, Path(key), spec.n_ctx, spec.site, slots), key)
     import llama_cpp
 
     base, adapter_file = found
     n_ctx = max(spec.n_ctx, BASE_N_CTX)
     key = f"{base.resolve()}@{n_ctx}"
-    resident = _resident(key, base, n_ctx, spec.site)
+    resident = _resident(key, base, n_ctx, spec.site, slots)
     adapter = str(adapter_file.resolve())
     if adapter not in resident.adapters:
         handle = llama_cpp.llama_adapter_lora_init(resident.llama.model, adapter.encode())
@@ -216,17 +259,21 @@ def weights_for(spec: StudentSpec, serving: str = "merged",
     return Weights(resident, key, adapter)
 
 
+def loaded_mb(used: list[Weights]) -> float:
+    """What the models under `used` take (each resident counted once)."""
+    return sum(r.size_mb for r in {id(w.resident): w.resident for w in used}.values())
+
+
 def release(used: list[Weights]) -> None:
     """Free the adapters and close the `Llama`s none of `used` decodes with."""
-
     keys = {w.key for w in used}
     for key in [k for k in _residents if k not in keys]:
         resident = _residents.pop(key)
-        with resident.turns.lock:  # a call still answering on it finishes first
+        with resident.turns.exclusive():  # calls still answering on it finish first
             resident.close()
     for key, resident in _residents.items():
         kept = {w.adapter for w in used if w.key == key and w.adapter}
         unused = [a for a in resident.adapters if a not in kept]
         if unused:
-            with resident.turns.lock:
+            with resident.turns.exclusive():
                 resident.free_adapters(unused)
