@@ -30,8 +30,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Functions of the token loop, by the part of the work they are (cumulative times, on the
-# batcher's thread, where every step and every call's token loop runs).
+# Functions of the token loop, by the part of the work they are (cumulative times; one
+# caller at a time, so its thread makes every step).
 PARTS = {
     "forward passes (llama_decode)": [("map_latency.py", "llama_decode")],
     "grammar (llama.cpp sampler)": [("decode.py", "grammar_allows"),
@@ -66,38 +66,30 @@ def main() -> None:
     import llama_cpp
     from serving_load import SITE, inputs
 
-    from byllm_distill.runtime import batch
     from byllm_distill.runtime.engine import engine_for
 
     engine = engine_for(SITE, folder=args.version_dir)
     calls = inputs(args.calls, args.seed)
     engine.generate(calls[0], seed=0)  # warm-up: the first call builds caches
     profile = cProfile.Profile()
-    raw_decode, raw_steps = llama_cpp.llama_decode, batch.Batcher._steps
+    raw_decode = llama_cpp.llama_decode
 
     def llama_decode(ctx, batch_):  # a Python frame for cProfile to time the C call by
         return raw_decode(ctx, batch_)
 
-    def profiled_steps(self):  # the stepping thread runs under the profile
-        profile.enable()
-        try:
-            raw_steps(self)
-        finally:
-            profile.disable()
-
-    llama_cpp.llama_decode, batch.Batcher._steps = llama_decode, profiled_steps
-    time.sleep(batch.IDLE_S + 1)  # the warm-up's stepping thread ends; the next is profiled
+    llama_cpp.llama_decode = llama_decode
     latencies, answers, prompts, attempts, redraws, valid = [], [], [], [], [], 0
     for i, call in enumerate(calls):
         started = time.perf_counter()
+        profile.enable()  # the caller's thread makes the steps (runtime/batch.py)
         generation = engine.generate(call, seed=i)
+        profile.disable()
         latencies.append(time.perf_counter() - started)
         answers.append(generation.completion_tokens / len(generation.passed))
         prompts.append(generation.prompt_tokens / len(generation.passed))
         attempts.append(len(generation.passed))
         redraws.append(generation.redraws)
         valid += bool(generation.passed and generation.passed[-1])
-    time.sleep(batch.IDLE_S + 1)  # the stepping thread ends and stops its profile
     stats = pstats.Stats(profile)
     total = sum(latencies)
     parts = {part: sum(_cumulative(stats, f, n) for f, n in where) / total
@@ -118,7 +110,7 @@ def main() -> None:
         "forward_passes_per_map": round(_calls(stats, "map_latency.py", "llama_decode")
                                         / len(calls), 1),
         "time_share": {k: round(v, 3) for k, v in parts.items()},
-        "note": "time shares are cumulative cProfile times on the batcher's thread over the "
+        "note": "time shares are cumulative cProfile times over the "
                 "calls (profiling itself adds overhead to the Python parts); latencies "
                 "include it. Jump-forward writes several tokens per forward pass.",
     }

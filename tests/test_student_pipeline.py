@@ -471,13 +471,10 @@ def test_concurrent_callers_each_get_an_answer_to_their_own_input(trained) -> No
         unload()
 
 
-def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(
-        trained, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(trained) -> None:
     """No cross-talk in a batch: a sequence, teacher-forced, decoded in lockstep beside
     another sequence that holds different tokens (the batch's shape the same), gets
     exactly the same logits. A sequence that read the other's KV entries would not."""
-    import time
-
     import numpy as np
 
     from byllm_distill.runtime import batch as batch_module
@@ -486,7 +483,6 @@ def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(
 
     _, store, version = trained
     args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
-    monkeypatch.setattr(batch_module, "IDLE_S", 0.01)
     try:
         engine = engine_for(SITE, folder=version.path)
         batcher, tag, activate = engine.batcher, engine.weights.tag, engine.weights.activate
@@ -504,18 +500,14 @@ def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(
         def beside(other: list[int]):
             mine: list = []
             with batcher.turns.exclusive():  # no caller's call can start meanwhile
-                for _ in range(200):  # the stepping thread ends once idle
-                    if batcher._thread is None:
-                        break
-                    time.sleep(0.05)
                 calls = [batch_module._Call(forced(prompt + answer, mine), tag, activate, 0,
                                             1024),
                          batch_module._Call(forced(other, []), tag, activate, 1, 1024)]
                 with batcher._cond:
-                    assert batcher._thread is None
                     batcher._incoming += calls
-                batcher._steps()  # on this thread: both start in one step, in lockstep
-            assert all(c.done.done() and c.done.exception() is None for c in calls)
+                # Both start in the same step and run in lockstep.
+                batcher.drive(lambda: all(c.done.done() for c in calls))
+            assert all(c.done.exception() is None for c in calls)
             return np.array(mine)
 
         rng = np.random.default_rng(0)

@@ -7,17 +7,23 @@ is sent the next-token logits; `run` takes a turn (load.py: at most `slots` call
 at once, the rest queue first come, first served), gives the loop a sequence of its own
 and returns what the loop returns, or raises what it raised, on the caller's thread.
 
-One thread per batcher makes every step. It starts each new loop, takes the requests
-waiting under one set of weights (`tag`: the merged file, or base + adapter; llama.cpp
-applies one adapter set to a whole context, so sequences under another adapter take the
-next step, in turn), drops each sequence's KV entries from its request's position on (a
-rollback is a request at an earlier position), puts every request's tokens into one
-`llama_batch` with logits for the last token of each, runs one `llama_decode` and sends
-each loop a copy of its logits. The loops' own Python (sampling, grammar, item checks)
-then runs on this thread, one after another, while the callers' threads wait. A prompt
-longer than the batch is spread over several steps. A sequence is emptied when its call
-ends, so the cells in use, and with them the attention each step reads, stay those of
-the calls answering.
+One driver at a time makes the steps: the batcher's own stepping thread, started with it
+and kept until `close()`, while the callers' threads wait (callers taking turns at
+driving got about half the maps per second with eight callers here). Where it has
+none (Python refuses new threads while the interpreter shuts down, and at exit the
+stepping threads are stopped, so that none is inside llama.cpp when the libraries go:
+the router's shadow answers still run then), the callers drive themselves, one at a
+time, each until its own answer is done. A step starts each new loop, takes the
+requests waiting under one set of weights (`tag`: the merged file, or base + adapter;
+llama.cpp applies one adapter set to a whole context, so sequences under another adapter
+take the next step, in turn), drops each sequence's KV entries from its request's
+position on (a rollback is a request at an earlier position), puts every request's
+tokens into one `llama_batch` with logits for the last token of each, runs one
+`llama_decode` and sends each loop a copy of its logits; the loops' own Python
+(sampling, grammar, item checks) runs on the driver's thread, one after another. A
+prompt longer than the batch is spread over several steps. A sequence is emptied when
+its call ends, so the cells in use, and with them the attention each step reads, stay
+those of the calls answering.
 
 Room: a call starts decoding only when the cells it may fill (`need`: its prompt and
 longest answer; a rollback never needs more) fit beside what the answering calls
@@ -25,14 +31,15 @@ reserved; otherwise it waits, in turn, for calls to finish. So llama.cpp never r
 of cells mid-answer, and `cells` is at least what one call may need.
 
 Failures: a loop that raises ends its own call only; a `llama_decode` that fails ends
-every call of that step with `RuntimeError`. The thread ends after `IDLE_S` without work
-and starts again with the next call; `close()` (under `turns.exclusive()`) ends it
-before the model is freed.
+every call of that step with `RuntimeError`. `close()` (under `turns.exclusive()`, so no
+call answers) frees the batch before the model is freed.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,7 +48,7 @@ from typing import Any
 from byllm_distill.runtime.decode import Eval, Loop
 from byllm_distill.runtime.load import Turns
 
-IDLE_S = 5.0  # the stepping thread ends after this long without a call
+_batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
 
 
 @dataclass
@@ -70,12 +77,21 @@ class Batcher:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._cond = threading.Condition()
-        self._incoming: list[_Call] = []
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._incoming: list[_Call] = []  # handed in, not yet seen by a driver
+        self._waiting: list[_Call] = []  # seen, waiting for room in the KV cache
+        self._active: list[_Call] = []  # decoding (the driver's alone)
+        self._driving = False
+        self._closed = False  # unloaded: no new calls
+        self._stop = False  # the stepping thread ends (close, or the interpreter's exit)
         self._last_tag: str | None = None
-
-    # The caller's side --------------------------------------------------------------------
+        self._stepper: threading.Thread | None = None
+        try:
+            self._stepper = threading.Thread(target=self._steps, daemon=True,
+                                             name="byllm-distill-steps")
+            self._stepper.start()
+        except RuntimeError:  # the interpreter is shutting down: callers drive
+            self._stepper = None
+        _batchers.add(self)
 
     def run(self, loop: Loop, tag: str, activate: Callable[[], None],
             need: int | None = None) -> Any:
@@ -92,46 +108,80 @@ class Batcher:
                     raise RuntimeError("this model was unloaded while the call waited; "
                                        "call again")
                 self._incoming.append(call)
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._steps, daemon=True,
-                                                    name="byllm-distill-batcher")
-                    self._thread.start()
-                self._cond.notify()
+                self._cond.notify_all()
+                while self._stepping() and not call.done.done():
+                    self._cond.wait(0.5)  # the stepping thread answers it
+            self.drive(call.done.done)  # returns at once if it did
             return call.done.result()
 
+    def _stepping(self) -> bool:
+        return self._stepper is not None and self._stepper.is_alive()
+
+    def drive(self, until: Callable[[], bool]) -> None:
+        """Make steps, taking turns with other callers as driver, until `until()`."""
+        with self._cond:
+            while not until():
+                if not self._driving:
+                    self._driving = True
+                    break
+                self._cond.wait()
+            else:
+                return
+        try:
+            while not until():
+                self._step_once()
+        finally:
+            with self._cond:
+                self._driving = False
+                self._cond.notify_all()  # a waiting caller takes over, or sees its answer
+
     def close(self) -> None:
-        """End the stepping thread and free the batch (callers hold `turns.exclusive()`)."""
+        """End the stepping thread and free the batch (callers hold `turns.exclusive()`:
+        no call is answering)."""
         import llama_cpp
 
         with self._cond:
             self._closed = True
-            thread = self._thread
-            self._cond.notify()
-        if thread is not None:
-            thread.join()
+        self.stop_stepping()
         llama_cpp.llama_batch_free(self._batch)
 
-    # The stepping thread ------------------------------------------------------------------
+    def stop_stepping(self) -> None:
+        """End the stepping thread after its current step; callers then drive."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._stepper is not None and self._stepper is not threading.current_thread():
+            self._stepper.join()
 
     def _steps(self) -> None:
-        active: list[_Call] = []
-        waiting: list[_Call] = []  # took a turn, waits for room in the KV cache
+        """The stepping thread: drive while there is work, until closed."""
         while True:
             with self._cond:
-                if not active and not waiting and not self._incoming:
-                    self._cond.wait_for(lambda: self._incoming or self._closed, IDLE_S)
-                if not active and not waiting and (self._closed or not self._incoming):
-                    self._thread = None
+                self._cond.wait_for(lambda: self._stop or self._incoming or self._waiting
+                                    or self._active)
+                if self._stop:
                     return
-                waiting += self._incoming
-                self._incoming = []
-            while waiting and sum(c.need for c in active) + waiting[0].need <= self.cells:
-                call = waiting.pop(0)
-                if self._advance(call, None):
-                    active.append(call)
-            if active:
-                self._step(active)
-                active = [c for c in active if not c.done.done()]
+            self.drive(lambda: self._stop or not (self._incoming or self._waiting
+                                                  or self._active))
+
+    # The driver's side --------------------------------------------------------------------
+
+    def _step_once(self) -> None:
+        with self._cond:
+            self._waiting += self._incoming
+            self._incoming = []
+        while self._waiting and (sum(c.need for c in self._active) + self._waiting[0].need
+                                 <= self.cells):
+            call = self._waiting.pop(0)
+            if self._advance(call, None):
+                self._active.append(call)
+        if self._active:
+            self._step(self._active)
+        ended = [c for c in self._active if c.done.done()]
+        if ended or not self._active:
+            self._active = [c for c in self._active if not c.done.done()]
+            with self._cond:
+                self._cond.notify_all()  # their callers return
 
     def _advance(self, call: _Call, logits: Any) -> bool:
         """Send the loop its logits (None: start it) and take its next request; False once
@@ -197,3 +247,13 @@ class Batcher:
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
                                            shape=(n_vocab,)).copy()
             self._advance(call, logits)
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    # No stepping thread may be inside llama.cpp when the process tears the libraries
+    # down. atexit runs handlers newest first: where this one runs before the router's
+    # exit wait, the callers drive the shadow answers still due (the router can park its
+    # thread between two steps); where after, the stepping thread finishes its step first.
+    for batcher in list(_batchers):
+        batcher.stop_stepping()
