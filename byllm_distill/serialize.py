@@ -23,6 +23,8 @@ from byllm_distill.errors import SerializationError
 
 _SCALARS = (str, int, bool, type(None))
 _IMMUTABLE = (*_SCALARS, float, enum.Enum)
+# Exactly these types (not subclasses) are their own JSON form: the fast path's test.
+_PLAIN = frozenset(_SCALARS)
 # The public fields of each dataclass type (a type's fields never change).
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -32,6 +34,19 @@ def to_jsonable(value: Any) -> Any:
 
 
 def _jsonable(value: Any, seen: set[int]) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELDS.get(kind)
+    if names is not None:  # a dataclass type met before (never a dict, list or scalar)
+        key = id(value)
+        if key in seen:
+            raise SerializationError(f"cycle through {kind.__name__}")
+        seen.add(key)
+        try:
+            return {name: _jsonable(getattr(value, name), seen) for name in names}
+        finally:
+            seen.discard(key)
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
@@ -89,6 +104,8 @@ def immutable(value: Any) -> bool:
 
 def snapshot(value: Any) -> Any:
     """`value` if it is immutable, else its JSON form now (see the module docstring)."""
+    if type(value) in _PLAIN:
+        return value
     return value if immutable(value) else to_jsonable(value)
 
 

@@ -98,10 +98,20 @@ class Capture:
         """`model.invoke(mt_run=mt_run)`, recorded (`route`: why the router sent it here)."""
         if not self.enabled or mt_run.stream:
             return model.invoke(mt_run=mt_run)
-        outcome = self.run(model, mt_run, source, route=route)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.result
+        pending = self._begin(model, mt_run)
+        if pending is None:
+            return model.invoke(mt_run=mt_run)
+        token = active.set(pending.recorder)
+        start = time.perf_counter()
+        try:
+            result = model.invoke(mt_run=mt_run)
+        except BaseException as exc:
+            active.reset(token)
+            self._finish(pending, model, start, None, exc, source, route=route)
+            raise
+        active.reset(token)
+        self._finish(pending, model, start, result, None, source, route=route)
+        return result
 
     async def acall(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
         """`await model.ainvoke(mt_run=mt_run)`, recorded."""
@@ -115,11 +125,11 @@ class Capture:
         try:
             result = await model.ainvoke(mt_run=mt_run)
         except BaseException as exc:
-            self._finish(pending, model, start, Outcome(error=exc), source)
-            raise
-        finally:
             active.reset(token)
-        self._finish(pending, model, start, Outcome(result=result), source)
+            self._finish(pending, model, start, None, exc, source)
+            raise
+        active.reset(token)
+        self._finish(pending, model, start, result, None, source)
         return result
 
     def run(self, model: Any, mt_run: Any, source: str = "teacher", version: int | None = None,
@@ -142,8 +152,8 @@ class Capture:
         finally:
             if token is not None:
                 active.reset(token)
-        outcome.record = self._finish(pending, model, start, outcome, source, version, route,
-                                      hand_back)
+        outcome.record = self._finish(pending, model, start, outcome.result, outcome.error,
+                                      source, version, route, hand_back)
         return outcome
 
     def store(self, record: Record) -> None:
@@ -161,17 +171,17 @@ class Capture:
             self.drops.add("cannot read the prompt", 1, f"{type(exc).__name__}: {exc}")
             return None
 
-    def _finish(self, pending: Pending | None, model: Any, start: float, outcome: Outcome,
-                source: str, version: int | None = None, route: str | None = None,
-                hand_back: bool = False) -> Record | None:
+    def _finish(self, pending: Pending | None, model: Any, start: float, result: Any,
+                error: BaseException | None, source: str, version: int | None = None,
+                route: str | None = None, hand_back: bool = False) -> Record | None:
         """Keep what the call has, as it is now (build.finished); the rest is the writer's,
         or this thread's with `hand_back`."""
         if pending is None:
             return None
         latency_ms = (time.perf_counter() - start) * 1000.0
         try:
-            call = finished(pending, model, outcome.result, outcome.error, latency_ms,
-                            time.time_ns(), source, version, route)
+            call = finished(pending, model, result, error, latency_ms, time.time_ns(), source,
+                            version, route)
             record = build_record(call) if hand_back else None
         except SerializationError as exc:
             self.drops.add("value does not serialize", 1, str(exc))
@@ -182,7 +192,7 @@ class Capture:
         if record is not None:
             return record
         try:
-            self._writer_thread().submit(call)
+            (self._writer or self._writer_thread()).submit(call)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
         return None
