@@ -39,12 +39,13 @@ raises is logged and skipped; the others still load.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoints, entry_points
 from typing import Any
 
 log = logging.getLogger("byllm_distill")
@@ -133,9 +134,11 @@ def load_all(task: Task, kind: str) -> None:
     extra, disabled = _configured()
     plugins: list[tuple[str, Callable[[], Callable[[Any], None]], bool]] = [
         (name, lambda spec=spec: _import(spec), True) for name, spec in BUILTIN]
-    plugins += [(ep.name, ep.load, True) for ep in entry_points(group=GROUP)]
+    installed = _entry_points()
+    plugins += [(ep.name, ep.load, True) for ep in installed.select(group=GROUP)]
     if kind in LEGACY_GROUPS:
-        plugins += [(ep.name, ep.load, False) for ep in entry_points(group=LEGACY_GROUPS[kind])]
+        plugins += [(ep.name, ep.load, False)
+                    for ep in installed.select(group=LEGACY_GROUPS[kind])]
     if kind == "validators":
         plugins += [(spec, lambda spec=spec: _import(spec), False) for spec in extra]
     done: set[str] = set()
@@ -147,6 +150,13 @@ def load_all(task: Task, kind: str) -> None:
             get()(task if whole_task else getattr(task, kind))
         except Exception as exc:  # noqa: BLE001 - one bad plug-in must not stop the others
             log.warning("byllm-distill: plug-in %r failed to load: %s", name, exc)
+
+
+@functools.cache
+def _entry_points() -> EntryPoints:
+    """Every installed entry point, read once per process (each read opens every
+    installed distribution's metadata; each kind loads once anyway)."""
+    return entry_points()
 
 
 def _configured() -> tuple[tuple[str, ...], tuple[str, ...]]:
