@@ -24,13 +24,24 @@ from typing import Any
 
 PLUGIN_NAME = "byllm_distill"  # the name plugin.py registers its hooks under
 _wrapped = 0  # DistilledModels made in this process
+# (get_capture, get_router), imported at the first call: jaclang loads this module at
+# start-up, and capture brings SQLAlchemy.
+_entry: tuple[Any, Any] | None = None
+
+
+def _import_entry() -> None:
+    global _entry
+    from byllm_distill.capture import get_capture
+    from byllm_distill.router import get_router
+
+    _entry = (get_capture, get_router)
 
 
 def handle_call(model: Any, mt_run: Any) -> Any:
     """One `by llm()` call: captured and routed, `model` (unwrapped) as the teacher."""
-    from byllm_distill.capture import get_capture
-    from byllm_distill.router import get_router
-
+    if _entry is None:
+        _import_entry()
+    get_capture, get_router = _entry
     model = unwrap(model)
     capture = get_capture()
     if capture is None:
@@ -42,9 +53,9 @@ def handle_call(model: Any, mt_run: Any) -> Any:
 
 
 async def ahandle_call(model: Any, mt_run: Any) -> Any:
-    from byllm_distill.capture import get_capture
-    from byllm_distill.router import get_router
-
+    if _entry is None:
+        _import_entry()
+    get_capture, get_router = _entry
     model = unwrap(model)
     capture = get_capture()
     if capture is None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
+import os
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,10 +37,33 @@ class Verdict:
         return asdict(self)
 
 
+class _RandomSuffixes:
+    """4 random bytes per id, as hex, from `os.urandom` (what `secrets.token_hex` reads)
+    taken 1,024 ids at a time: each `urandom` call releases the GIL, and capture's writer
+    thread makes an id per record while the program runs. A forked child draws its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._hex = ""
+        self._next = 0
+
+    def take(self) -> str:
+        with self._lock:
+            if self._next >= len(self._hex) or self._pid != os.getpid():
+                self._hex, self._next, self._pid = os.urandom(4096).hex(), 0, os.getpid()
+            start = self._next
+            self._next = start + 8
+            return self._hex[start:start + 8]
+
+
+_suffixes = _RandomSuffixes()
+
+
 def new_record_id(time_ns: int | None = None) -> str:
-    """A 24-hex-digit id that sorts by creation time (ns clock, then randomness);
+    """A 24-hex-digit id that sorts by creation time (ns clock, then 4 random bytes);
     `time_ns`: that time (`time.time_ns()`), when it was not now."""
-    return f"{time.time_ns() if time_ns is None else time_ns:016x}{secrets.token_hex(4)}"
+    return f"{time.time_ns() if time_ns is None else time_ns:016x}{_suffixes.take()}"
 
 
 def input_hash(site: str, args: Any) -> str:
@@ -111,12 +135,16 @@ class Record:
         return {key: data[key] for key in ordered}
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        del row["verdicts"]
-        for column in JSON_COLUMNS:
-            row[column] = None if row[column] is None else json.dumps(
-                row[column], ensure_ascii=False, separators=(",", ":"), sort_keys=False
-            )
+        """The `records` columns; JSON-valued fields as JSON text."""
+        # The fields as they are (no `asdict` deep copy): the JSON columns hold plain JSON
+        # values; a dataclass inside one (json.dumps refuses it) goes through `asdict`.
+        row = {name: getattr(self, name) for name in _ROW_FIELDS}
+        try:
+            _dump_json_columns(row)
+        except TypeError:
+            row = asdict(self)
+            del row["verdicts"]
+            _dump_json_columns(row)
         return row
 
     @classmethod
@@ -128,3 +156,13 @@ class Record:
         if data.get("usage") is None:
             data["usage"] = {}
         return cls(**data)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(Record) if f.name != "verdicts")
+
+
+def _dump_json_columns(row: dict[str, Any]) -> None:
+    for column in JSON_COLUMNS:
+        row[column] = None if row[column] is None else json.dumps(
+            row[column], ensure_ascii=False, separators=(",", ":"), sort_keys=False
+        )

@@ -58,7 +58,7 @@ from byllm_distill.registry import (
     Version,
     state_generation,
 )
-from byllm_distill.sites import describe, fresh_run
+from byllm_distill.sites import CallSite, describe, fresh_run
 from byllm_distill.student_answer import over_wait_budget, rejection
 
 log = logging.getLogger("byllm_distill")
@@ -99,6 +99,9 @@ class Router:
         self.load_student = student_loader
         self._students: dict[tuple[str, int], Any] = {}
         self._states: dict[str, tuple[int, float, SiteState]] = {}
+        # Per site: the state and fingerprint a route was decided on, the route and the
+        # shadow fraction; decided again when either changes (see `route`).
+        self._routes: dict[str, tuple[SiteState, str, Route, float]] = {}
         self._warned: set[str] = set()
         self._unavailable: dict[tuple[str, int], tuple[float, Exception]] = {}
         self._served: dict[tuple[str, int], int] = {}
@@ -134,6 +137,19 @@ class Router:
     def route(self, mt_run: Any) -> Route:
         site = describe(mt_run)
         state = self._state(site.key)
+        decided = self._routes.get(site.key)
+        if decided is None or decided[0] is not state or decided[1] != site.fingerprint:
+            decided = (state, site.fingerprint, self._decide(site, state),
+                       self.config.site(site.key).shadow_fraction)
+            self._routes[site.key] = decided
+        route = decided[2]
+        if route.kind == "shadow" and random.random() >= decided[3]:
+            return Route("teacher", site.key, reason="shadow sample skipped")
+        return route
+
+    def _decide(self, site: CallSite, state: SiteState) -> Route:
+        """The route for the site's calls while its state stays `state` ("shadow": a call
+        is a shadow sample with the site's `shadow_fraction`, see `route`)."""
         if state.pinned == "teacher":
             return Route("teacher", site.key, reason="pinned to teacher")
         pinned = state.pinned_version()
@@ -147,9 +163,7 @@ class Router:
             return Route("teacher", site.key, reason="contract changed (stale student)")
         if pinned is not None or state.mode == "student":
             return Route("student", site.key, version, pinned=pinned is not None)
-        if random.random() < self.config.site(site.key).shadow_fraction:
-            return Route("shadow", site.key, version)
-        return Route("teacher", site.key, reason="shadow sample skipped")
+        return Route("shadow", site.key, version)
 
     # -- serving -----------------------------------------------------------------------
 
@@ -365,6 +379,9 @@ def get_router(capture: Capture) -> Router | None:
     global _router
     if not capture.enabled or not capture.config.routing:
         return None
+    router = _router
+    if router is not None and router.capture is capture:
+        return router
     with _router_lock:
         if _router is None or _router.capture is not capture:
             _router = Router(capture, capture.config)

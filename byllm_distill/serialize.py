@@ -23,6 +23,8 @@ from byllm_distill.errors import SerializationError
 
 _SCALARS = (str, int, bool, type(None))
 _IMMUTABLE = (*_SCALARS, float, enum.Enum)
+# Exactly these types (not subclasses) are their own JSON form: the fast path's test.
+_PLAIN = frozenset(_SCALARS)
 # The public fields of each dataclass type (a type's fields never change).
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -32,6 +34,21 @@ def to_jsonable(value: Any) -> Any:
 
 
 def _jsonable(value: Any, seen: set[int]) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELDS.get(kind)
+    if names is not None:  # a dataclass type met before (never a dict, list or scalar)
+        key = id(value)
+        if key in seen:
+            raise SerializationError(f"cycle through {kind.__name__}")
+        seen.add(key)
+        try:
+            # A plain field is its own JSON form: no call for it (most fields are).
+            return {name: item if type(item := getattr(value, name)) in _PLAIN
+                    else _jsonable(item, seen) for name in names}
+        finally:
+            seen.discard(key)
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
@@ -56,11 +73,11 @@ def _container(value: Any, seen: set[int]) -> Any:
         for key, item in value.items():
             if not isinstance(key, str | int):
                 raise SerializationError(f"dict key {key!r} is not a string")
-            out[str(key)] = _jsonable(item, seen)
+            out[str(key)] = item if type(item) in _PLAIN else _jsonable(item, seen)
         return out
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [_jsonable(item, seen) for item in items]
+        return [item if type(item) in _PLAIN else _jsonable(item, seen) for item in items]
     kind = type(value)
     names = _FIELDS.get(kind)
     if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -89,6 +106,11 @@ def immutable(value: Any) -> bool:
 
 def snapshot(value: Any) -> Any:
     """`value` if it is immutable, else its JSON form now (see the module docstring)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind in _FIELDS:  # a dataclass type met before: serialised now, as `immutable` says
+        return _jsonable(value, set())
     return value if immutable(value) else to_jsonable(value)
 
 

@@ -22,7 +22,10 @@ Patterns are call-site keys or globs. The plug-ins are loaded once per process f
 kind of hook, the first time it is needed (`load(kind)`): the validator registry asks for
 "validators", the metric registry for "metrics", `render_text` and the CLI for "extras".
 Each time, `register(task)` is called with that kind live and the others discarded, so a
-plug-in's `register` must only register (it runs up to three times). This keeps the
+plug-in's `register` must only register (it runs up to three times). `task.kind` names the
+live kind, so a plug-in can leave what only the others need unimported: capture's writer
+thread loads the validators while the program runs, and every module it imports then
+competes with the program for the GIL. This keeps the
 loader below the registries: they import it, it imports neither. Order: this package's
 built-in tasks (`BUILTIN`), entry points of `byllm_distill.tasks`, then of the older
 one-registry groups `byllm_distill.validators` / `byllm_distill.metrics` (a function
@@ -36,12 +39,13 @@ raises is logged and skipped; the others still load.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoints, entry_points
 from typing import Any
 
 log = logging.getLogger("byllm_distill")
@@ -71,6 +75,7 @@ class Task:
     commands: list[Any] = field(default_factory=list)  # click commands
     rubrics: list[tuple[str, Rubric]] = field(default_factory=list)
     offline_teachers: dict[str, Callable[[int], Any]] = field(default_factory=dict)
+    kind: str = "extras"  # the kind being loaded (`load_all` sets it); the others are discarded
 
     def text_renderer(self, pattern: str, fn: TextRenderer) -> None:
         self.text_renderers.append((pattern, fn))
@@ -125,12 +130,15 @@ def rubric_for(site: str) -> Rubric | None:
 
 def load_all(task: Task, kind: str) -> None:
     """Call every plug-in for `kind` with `task` (see the module docstring)."""
+    task.kind = kind
     extra, disabled = _configured()
     plugins: list[tuple[str, Callable[[], Callable[[Any], None]], bool]] = [
         (name, lambda spec=spec: _import(spec), True) for name, spec in BUILTIN]
-    plugins += [(ep.name, ep.load, True) for ep in entry_points(group=GROUP)]
+    installed = _entry_points()
+    plugins += [(ep.name, ep.load, True) for ep in installed.select(group=GROUP)]
     if kind in LEGACY_GROUPS:
-        plugins += [(ep.name, ep.load, False) for ep in entry_points(group=LEGACY_GROUPS[kind])]
+        plugins += [(ep.name, ep.load, False)
+                    for ep in installed.select(group=LEGACY_GROUPS[kind])]
     if kind == "validators":
         plugins += [(spec, lambda spec=spec: _import(spec), False) for spec in extra]
     done: set[str] = set()
@@ -142,6 +150,13 @@ def load_all(task: Task, kind: str) -> None:
             get()(task if whole_task else getattr(task, kind))
         except Exception as exc:  # noqa: BLE001 - one bad plug-in must not stop the others
             log.warning("byllm-distill: plug-in %r failed to load: %s", name, exc)
+
+
+@functools.cache
+def _entry_points() -> EntryPoints:
+    """Every installed entry point, read once per process (each read opens every
+    installed distribution's metadata; each kind loads once anyway)."""
+    return entry_points()
 
 
 def _configured() -> tuple[tuple[str, ...], tuple[str, ...]]:

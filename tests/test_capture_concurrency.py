@@ -54,3 +54,63 @@ def test_threads_and_second_process_every_record_once(store_backend: str) -> Non
     assert all(n == 1 for n in seen.values())
     assert store.count() == THREADS * CALLS + OTHER
     assert len({r.id for r in store.iter_records()}) == store.count()
+
+
+def test_a_full_batch_is_written_without_waiting_out_the_window(
+        store_backend: str, monkeypatch: object) -> None:
+    """The writer gathers calls for a window (BATCH_WINDOW_S); BATCH_MAX queued calls
+    cut it short, with no flush."""
+    import time
+
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    from byllm_distill.capture import writer
+
+    monkeypatch.setattr(writer, "BATCH_WINDOW_S", 600.0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "BATCH_MAX", 4)  # type: ignore[attr-defined]
+    model = Model(model_name="mockllm", config={"outputs": [f"a{i}" for i in range(4)]})
+
+    @byllm_distill.by(model)
+    def answer(i: int) -> str:
+        """Answer."""
+
+    for i in range(4):
+        answer(i)
+    store = Store(store_backend)
+    deadline = time.monotonic() + 60
+    while store.count() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(r.output for r in store.iter_records()) == ["a0", "a1", "a2", "a3"]
+
+
+def test_a_writer_whose_start_up_fails_neither_stalls_the_call_nor_loses_the_record(
+        store_backend: str, monkeypatch: object) -> None:
+    """The first synchronous call waits for the writer's start-up (loading the validators),
+    at most READY_WAIT_S; a start-up that raises still ends it at once."""
+    import time
+
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    from byllm_distill.capture import writer
+    from byllm_distill.validators.registry import ValidatorRegistry
+
+    def broken(self: ValidatorRegistry) -> None:
+        raise RuntimeError("plug-ins unreadable")
+
+    monkeypatch.setattr(ValidatorRegistry, "load", broken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "READY_WAIT_S", 30.0)  # type: ignore[attr-defined]
+    monkeypatch.setattr("byllm_distill.capture.READY_WAIT_S", 30.0)  # type: ignore[attr-defined]
+    model = Model(model_name="mockllm", config={"outputs": ["kept"]})
+
+    @byllm_distill.by(model)
+    def answer(i: int) -> str:
+        """Answer."""
+
+    start = time.monotonic()
+    assert answer(1) == "kept"
+    assert time.monotonic() - start < 10
+    assert byllm_distill.flush()
+    (record,) = Store(store_backend).iter_records()
+    assert record.output == "kept" and record.valid is True

@@ -76,3 +76,38 @@ def test_malformed_config_turns_capture_off_not_the_call(distill_home: Path,
 
     assert greet("x") == "ok"
     assert any("capture is off for this run" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dataclass_type_met_before_still_refuses_a_cycle_and_keeps_values_exact() -> None:
+    """serialize.py takes a fast path for exact scalars and dataclass types it has seen;
+    its results and refusals are the general path's."""
+    import dataclasses
+    import enum
+
+    from byllm_distill.errors import SerializationError
+    from byllm_distill.serialize import snapshot, to_jsonable
+
+    class Mood(enum.Enum):
+        CALM = "calm"
+
+    class Name(str):
+        pass
+
+    @dataclasses.dataclass
+    class Node:
+        label: str
+        next: object = None
+        _hidden: int = 0
+
+    assert to_jsonable(Node("a", Node(Name("b"), Mood.CALM))) == {
+        "label": "a", "next": {"label": "b", "next": "calm"}}
+    looped = Node("x")
+    looped.next = looped  # the type is known now: the fast path must still see the cycle
+    with pytest.raises(SerializationError, match="cycle through Node"):
+        to_jsonable(looped)
+    shared = Node("leaf")
+    assert to_jsonable([shared, shared]) == [{"label": "leaf", "next": None}] * 2
+    with pytest.raises(SerializationError, match="nan"):
+        to_jsonable(Node("n", float("nan")))
+    assert snapshot("s") == "s" and snapshot(Mood.CALM) is Mood.CALM
+    assert snapshot(Node("m")) == {"label": "m", "next": None}

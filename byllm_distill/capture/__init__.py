@@ -22,7 +22,11 @@ On the caller's thread capture only keeps what the call already has, as it is at
 build.py); building the record, scrubbing, validation and writing happen on the writer
 thread. The one exception is `run(hand_back=True)`: the router builds the student's record
 on its own thread, scores it itself (scoring.py) to decide a fallback, then hands it to
-`store`.
+`store`. The writer starts with the process's first captured call and loads the
+validators; that call, when synchronous, then waits for the loading to end (once, at most
+`READY_WAIT_S`; usually it ended while the call waited on its model): loaded beside a
+program that keeps the CPU busy, it interrupted the program thousands of times (see
+writer.py).
 
 The package, in the order a call goes through it: recorder.py (what the provider saw and
 answered, in a context variable), build.py (what the caller's thread keeps, and the record
@@ -46,7 +50,7 @@ from byllm_distill.capture.recorder import (
     install_provider_taps,
     note_response,
 )
-from byllm_distill.capture.writer import Writer, classify_store_error
+from byllm_distill.capture.writer import READY_WAIT_S, Writer, classify_store_error
 from byllm_distill.config import DistillConfig, load_config
 from byllm_distill.drops import DropLog
 from byllm_distill.errors import DistillError, SerializationError
@@ -98,10 +102,20 @@ class Capture:
         """`model.invoke(mt_run=mt_run)`, recorded (`route`: why the router sent it here)."""
         if not self.enabled or mt_run.stream:
             return model.invoke(mt_run=mt_run)
-        outcome = self.run(model, mt_run, source, route=route)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.result
+        pending = self._begin(model, mt_run)
+        if pending is None:
+            return model.invoke(mt_run=mt_run)
+        token = active.set(pending.recorder)
+        start = time.perf_counter()
+        try:
+            result = model.invoke(mt_run=mt_run)
+        except BaseException as exc:
+            active.reset(token)
+            self._finish(pending, model, start, None, exc, source, route=route, wait=True)
+            raise
+        active.reset(token)
+        self._finish(pending, model, start, result, None, source, route=route, wait=True)
+        return result
 
     async def acall(self, model: Any, mt_run: Any, source: str = "teacher") -> Any:
         """`await model.ainvoke(mt_run=mt_run)`, recorded."""
@@ -115,11 +129,11 @@ class Capture:
         try:
             result = await model.ainvoke(mt_run=mt_run)
         except BaseException as exc:
-            self._finish(pending, model, start, Outcome(error=exc), source)
-            raise
-        finally:
             active.reset(token)
-        self._finish(pending, model, start, Outcome(result=result), source)
+            self._finish(pending, model, start, None, exc, source)
+            raise
+        active.reset(token)
+        self._finish(pending, model, start, result, None, source)
         return result
 
     def run(self, model: Any, mt_run: Any, source: str = "teacher", version: int | None = None,
@@ -142,8 +156,8 @@ class Capture:
         finally:
             if token is not None:
                 active.reset(token)
-        outcome.record = self._finish(pending, model, start, outcome, source, version, route,
-                                      hand_back)
+        outcome.record = self._finish(pending, model, start, outcome.result, outcome.error,
+                                      source, version, route, hand_back, wait=not hand_back)
         return outcome
 
     def store(self, record: Record) -> None:
@@ -156,22 +170,34 @@ class Capture:
     def _begin(self, model: Any, mt_run: Any) -> Pending | None:
         try:
             install_provider_taps()
-            return Pending(CallRecorder(), list(mt_run.messages), mt_run)
+            pending = Pending(CallRecorder(), list(mt_run.messages), mt_run)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot read the prompt", 1, f"{type(exc).__name__}: {exc}")
             return None
+        if self._writer is None:
+            # Started with the first call, so that its start-up (writer.py) runs while
+            # this call waits on its model.
+            try:
+                self._writer_thread()
+            except Exception as exc:  # noqa: BLE001 - capture boundary
+                self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
+                return None
+        return pending
 
-    def _finish(self, pending: Pending | None, model: Any, start: float, outcome: Outcome,
-                source: str, version: int | None = None, route: str | None = None,
-                hand_back: bool = False) -> Record | None:
+    def _finish(self, pending: Pending | None, model: Any, start: float, result: Any,
+                error: BaseException | None, source: str, version: int | None = None,
+                route: str | None = None, hand_back: bool = False,
+                wait: bool = False) -> Record | None:
         """Keep what the call has, as it is now (build.finished); the rest is the writer's,
-        or this thread's with `hand_back`."""
+        or this thread's with `hand_back`. With `wait`, until the writer's start-up is
+        over (once; at most READY_WAIT_S): see writer.py. Async calls do not wait (that
+        would block their event loop)."""
         if pending is None:
             return None
         latency_ms = (time.perf_counter() - start) * 1000.0
         try:
-            call = finished(pending, model, outcome.result, outcome.error, latency_ms,
-                            time.time_ns(), source, version, route)
+            call = finished(pending, model, result, error, latency_ms, time.time_ns(), source,
+                            version, route)
             record = build_record(call) if hand_back else None
         except SerializationError as exc:
             self.drops.add("value does not serialize", 1, str(exc))
@@ -182,7 +208,10 @@ class Capture:
         if record is not None:
             return record
         try:
-            self._writer_thread().submit(call)
+            writer = self._writer or self._writer_thread()
+            if wait and not writer.ready.is_set():
+                writer.ready.wait(READY_WAIT_S)
+            writer.submit(call)
         except Exception as exc:  # noqa: BLE001 - capture boundary
             self.drops.add("cannot queue record", 1, f"{type(exc).__name__}: {exc}")
         return None

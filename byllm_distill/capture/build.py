@@ -36,7 +36,7 @@ _REDACTED = "[REDACTED]"
 _NAMES: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A call in progress: its recorder, byLLM's message list before the call, the run."""
 
@@ -45,7 +45,7 @@ class Pending:
     mt_run: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """A finished call as the caller's thread leaves it: nothing here changes later."""
 

@@ -26,7 +26,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecorder:
     """What the provider saw and answered during one `by llm()` call (all attempts)."""
 

@@ -1,6 +1,12 @@
 """The background writer: builds, scores and commits queued calls to the store in batches.
 
-It takes what the caller's thread kept of each call (build.Call) or a record already built
+It starts with the first captured call and first loads what scoring needs (the validator
+plug-ins and jsonschema: `ready` is set when that is done, whether it worked or not; a
+failure shows in the first batch). Loading modules reads files, and every file read hands
+the GIL to the program and back: done beside a program that keeps the CPU busy, it cost
+such a program thousands of interruptions, so a synchronous call waits for `ready` once
+(at most `READY_WAIT_S`, see capture/__init__.py). Then it takes what the caller's thread
+kept of each call (build.Call) or a record already built
 (and scored, by the router), builds the records (build.py), attaches verdicts to those not
 yet scored (scoring.py), opens the store lazily, in its own thread, and never loses a
 record silently: a failure is counted in the drop log with
@@ -28,8 +34,16 @@ from byllm_distill.store import Record, RecordFilter, Store
 log = logging.getLogger("byllm_distill")
 HOLD_BACK_MAX = 10_000
 QUEUE_MAX = 10_000  # calls waiting for the writer; more are dropped, counted
-BATCH_WINDOW_S = 0.1  # how long the writer gathers calls before building a batch
+# How long the writer gathers calls before building a batch, and how many make a batch
+# at once (a full batch, or a flush, cuts the wait short). Each batch interrupts the
+# program for its Python work and once more for each database statement (sqlite3 releases
+# the GIL to run it); fewer, larger batches interrupt it less: with 0.1 s windows and 256
+# calls, +46 us on benchmarks/capture_overhead.py's median call, with 0.5 s and 2,048 +5.
+# The price: a process killed outright (no exit handlers) loses up to 0.5 s of calls.
+BATCH_WINDOW_S = 0.5
+BATCH_MAX = 2048
 RETRY_S = 2.0
+READY_WAIT_S = 1.0  # the most the first synchronous call waits for the writer's start-up
 
 
 class Writer(threading.Thread):
@@ -54,23 +68,29 @@ class Writer(threading.Thread):
         # written before anything newer once it answers again (see `_write`).
         self.pending: list[Record] = []
         self._outage_warned = False
-        self._flushing = threading.Event()
+        self._wake = threading.Event()  # cuts the batch window short (a flush, a full batch)
+        self.ready = threading.Event()  # set once the writer's start-up is over
         # A database server can restart and come back; a SQLite file that cannot be
         # opened is a local problem that waiting does not fix, so its records are dropped.
         self._networked = not config.database_url.startswith("sqlite")
 
     def submit(self, item: Call | Record) -> None:
-        if self.queue.qsize() >= QUEUE_MAX:
+        waiting = self.queue.qsize()
+        if waiting >= QUEUE_MAX:
             self.drops.add("capture queue full", 1, "the store is slower than the calls")
             return
         self.queue.put(item)
+        if waiting + 2 == BATCH_MAX:
+            # A full batch (the writer, waiting out its window, holds the first call of
+            # it): no need to wait any longer. Set once, as the queue crosses the mark.
+            self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write everything queued so far; False if that timed out or records are still
         held back because the store is unreachable."""
         done = threading.Event()
         self.queue.put(done)
-        self._flushing.set()
+        self._wake.set()
         return done.wait(timeout) and not self.pending
 
     def close(self, timeout: float = 30.0) -> None:
@@ -84,17 +104,18 @@ class Writer(threading.Thread):
                            "the store was still unreachable when the program exited")
 
     def run(self) -> None:
+        self._load_scoring()
         while True:
             try:
                 item = self.queue.get(timeout=RETRY_S if self.pending else None)
             except queue.Empty:
                 self._write([])  # retry what the store refused while it was down
                 continue
-            if not isinstance(item, threading.Event):
-                # Gather calls for a moment: one batch then interrupts the program's thread
-                # (the GIL) once instead of once per call. A flush cuts the wait short.
-                self._flushing.wait(BATCH_WINDOW_S)
-            self._flushing.clear()
+            if not isinstance(item, threading.Event) and self.queue.qsize() + 1 < BATCH_MAX:
+                # Gather calls for a moment (see BATCH_WINDOW_S); a flush or a full batch
+                # cuts the wait short.
+                self._wake.wait(BATCH_WINDOW_S)
+            self._wake.clear()
             batch: list[Call | Record] = []
             events: list[threading.Event] = []
             while True:
@@ -102,7 +123,7 @@ class Writer(threading.Thread):
                     events.append(item)
                 else:
                     batch.append(item)
-                if len(batch) >= 256:
+                if len(batch) >= BATCH_MAX:
                     break
                 try:
                     item = self.queue.get_nowait()
@@ -190,6 +211,18 @@ class Writer(threading.Thread):
         except Exception:  # noqa: BLE001 - still down: the write below holds them back again
             return held
         return [r for r in held if r.id not in stored]
+
+    def _load_scoring(self) -> None:
+        """Import what `_validate` needs and load the validator plug-ins, then set `ready`.
+        A failure here meets `_validate` again and is reported there, per batch."""
+        try:
+            from byllm_distill.validators.registry import registry
+
+            registry.load()
+        except Exception as exc:  # noqa: BLE001 - reported by the first batch's validation
+            log.debug("byllm-distill: loading the validators failed: %r", exc)
+        finally:
+            self.ready.set()
 
     def _validate(self, batch: list[Record]) -> None:
         """Score records here, off the caller's thread; a record is stored either way."""

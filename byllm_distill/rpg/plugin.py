@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from byllm_distill.rpg import report_metrics, validators
+from byllm_distill.rpg import validators
 
 if TYPE_CHECKING:
     from byllm_distill.tasks import Task
@@ -40,13 +40,20 @@ def _offline_teacher(seed: int) -> Any:
 
 
 def register(task: Task) -> None:
-    from byllm_distill.rpg.cli import demo, rpg
-
+    # The report metrics (numpy) and the commands (training, the demo) are imported only
+    # when their kind is loaded: capture's writer thread loads the validators kind while
+    # the program runs.
     validators.register(task.validators)
-    report_metrics.register(task.metrics)
+    if task.kind == "metrics":
+        from byllm_distill.rpg import report_metrics
+
+        report_metrics.register(task.metrics)
     for pattern in (validators.MAP_SITES, validators.LEVEL_SITES):
         task.rubric(pattern, RUBRIC)
     task.text_renderer(validators.MAP_SITES, map_text)
     task.offline_teacher("rpg", _offline_teacher)
-    task.command(rpg)
-    task.command(demo)
+    if task.kind == "extras":
+        from byllm_distill.rpg.cli import demo, rpg
+
+        task.command(rpg)
+        task.command(demo)

@@ -58,6 +58,10 @@ def _make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        # A batch of rows as multi-row INSERTs (SQLAlchemy's "insertmanyvalues"), not one
+        # statement per row: sqlite3 releases the GIL for each statement it runs, and each
+        # release lets capture's writer thread interrupt the program once more.
+        engine.dialect.use_insertmanyvalues_wo_returning = True
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 

@@ -91,6 +91,14 @@ class ValidatorRegistry:
                                                      f"{exc}"))
         return verdicts
 
+    def load(self) -> None:
+        """Load what checking needs now rather than at the first record: the task
+        plug-ins and the generic validators' jsonschema (capture's writer thread does
+        this when it starts)."""
+        from byllm_distill.validators import generic  # noqa: F401 - imports jsonschema
+
+        self._load_entry_points()
+
     def _load_entry_points(self) -> None:
         """The task plug-ins, at first use (tasks.py); a registry made apart (tests) gets
         none."""
