@@ -84,6 +84,50 @@ def test_a_full_batch_is_written_without_waiting_out_the_window(
     assert sorted(r.output for r in store.iter_records()) == ["a0", "a1", "a2", "a3"]
 
 
+def test_a_wake_set_before_the_writer_took_a_call_does_not_split_the_batch(
+        store_backend: str, monkeypatch: object) -> None:
+    """Three calls queue while the writer starts up; the third crosses the full-batch mark
+    and sets the wake before the writer holds any call. That stale wake must not cut the
+    next gathering short (it once wrote three, then left the fourth call waiting out the
+    whole window)."""
+    import time
+
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    from byllm_distill.capture import writer
+    from byllm_distill.validators.registry import ValidatorRegistry
+
+    started_up = threading.Event()
+    real_load = ValidatorRegistry.load
+
+    def slow_load(self: ValidatorRegistry) -> None:
+        started_up.wait(30)
+        real_load(self)
+
+    monkeypatch.setattr(ValidatorRegistry, "load", slow_load)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "READY_WAIT_S", 0.01)  # type: ignore[attr-defined]
+    monkeypatch.setattr("byllm_distill.capture.READY_WAIT_S", 0.01)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "BATCH_WINDOW_S", 600.0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "BATCH_MAX", 4)  # type: ignore[attr-defined]
+    model = Model(model_name="mockllm", config={"outputs": [f"b{i}" for i in range(4)]})
+
+    @byllm_distill.by(model)
+    def answer(i: int) -> str:
+        """Answer."""
+
+    for i in range(3):
+        answer(i)
+    started_up.set()
+    time.sleep(0.5)  # the writer takes the first call and gathers
+    answer(3)
+    store = Store(store_backend)
+    deadline = time.monotonic() + 60
+    while store.count() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(r.output for r in store.iter_records()) == ["b0", "b1", "b2", "b3"]
+
+
 def test_a_writer_whose_start_up_fails_neither_stalls_the_call_nor_loses_the_record(
         store_backend: str, monkeypatch: object) -> None:
     """The first synchronous call waits for the writer's start-up (loading the validators),

@@ -68,7 +68,11 @@ class Writer(threading.Thread):
         # written before anything newer once it answers again (see `_write`).
         self.pending: list[Record] = []
         self._outage_warned = False
-        self._wake = threading.Event()  # cuts the batch window short (a flush, a full batch)
+        # Cuts the batch window short: set by a flush and as the queue crosses a full
+        # batch; the writer re-checks why it woke (`_gather`), so a stale wake is harmless.
+        self._wake = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._flushes = 0  # flushes asked for whose marker the writer has not taken yet
         self.ready = threading.Event()  # set once the writer's start-up is over
         # A database server can restart and come back; a SQLite file that cannot be
         # opened is a local problem that waiting does not fix, so its records are dropped.
@@ -89,6 +93,8 @@ class Writer(threading.Thread):
         """Write everything queued so far; False if that timed out or records are still
         held back because the store is unreachable."""
         done = threading.Event()
+        with self._flush_lock:
+            self._flushes += 1
         self.queue.put(done)
         self._wake.set()
         return done.wait(timeout) and not self.pending
@@ -111,15 +117,14 @@ class Writer(threading.Thread):
             except queue.Empty:
                 self._write([])  # retry what the store refused while it was down
                 continue
-            if not isinstance(item, threading.Event) and self.queue.qsize() + 1 < BATCH_MAX:
-                # Gather calls for a moment (see BATCH_WINDOW_S); a flush or a full batch
-                # cuts the wait short.
-                self._wake.wait(BATCH_WINDOW_S)
-            self._wake.clear()
+            if not isinstance(item, threading.Event):
+                self._gather()
             batch: list[Call | Record] = []
             events: list[threading.Event] = []
             while True:
                 if isinstance(item, threading.Event):
+                    with self._flush_lock:
+                        self._flushes -= 1
                     events.append(item)
                 else:
                     batch.append(item)
@@ -135,6 +140,21 @@ class Writer(threading.Thread):
                 self.drops.add("unexpected error", len(batch), f"{type(exc).__name__}: {exc}")
             for event in events:
                 event.set()
+
+    def _gather(self) -> None:
+        """Holding one call, wait for more (see BATCH_WINDOW_S) until a full batch is
+        queued or a flush is asked for. The wake may be stale (set while the previous
+        batch was gathered), so each wake-up re-checks; clearing before the check means a
+        wake set after it is never missed."""
+        deadline = time.monotonic() + BATCH_WINDOW_S
+        while True:
+            self._wake.clear()
+            if self._flushes > 0 or self.queue.qsize() + 1 >= BATCH_MAX:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.wait(remaining)
 
     def _built(self, batch: list[Call | Record]) -> list[Record]:
         """The batch's records; a call whose record cannot be built is counted and left out."""
