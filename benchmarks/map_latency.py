@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Functions of the token loop, by the part of the work they are (cumulative times; one
-# caller at a time, so its thread makes every step).
+# caller at a time; the batcher's stepping thread makes the steps).
 PARTS = {
     "forward passes (llama_decode)": [("map_latency.py", "llama_decode")],
     "grammar (llama.cpp sampler)": [("decode.py", "grammar_allows"),
@@ -81,7 +81,7 @@ def main() -> None:
     latencies, answers, prompts, attempts, redraws, valid = [], [], [], [], [], 0
     for i, call in enumerate(calls):
         started = time.perf_counter()
-        profile.enable()  # the caller's thread makes the steps (runtime/batch.py)
+        profile.enable()  # on 3.12 (sys.monitoring) this sees the stepping thread too
         generation = engine.generate(call, seed=i)
         profile.disable()
         latencies.append(time.perf_counter() - started)
