@@ -10,11 +10,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from postgres_server import PostgresServer, PostgresUnavailable
 from s3_server import S3Server
+
+if TYPE_CHECKING:
+    from byllm_distill.config import DistillConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -114,6 +119,18 @@ def team_env(postgres_server: PostgresServer, s3_server: S3Server) -> Iterator[d
 
     close_shared_stores()
     postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def machines(team_env: dict[str, str], tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> tuple[DistillConfig, DistillConfig]:
+    """Two machines of one team: the team's store and artifact store, a data dir each."""
+    from byllm_distill.config import load_config
+
+    for key, value in team_env.items():
+        monkeypatch.setenv(key, value)
+    base = load_config()
+    return replace(base, home=tmp_path / "a"), replace(base, home=tmp_path / "b")
 
 
 def run_jac(program: Path, env: dict[str, str] | None = None, cwd: Path | None = None,

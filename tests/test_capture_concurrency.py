@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 from conftest import FIXTURES
 
@@ -60,28 +61,10 @@ def test_a_full_batch_is_written_without_waiting_out_the_window(
         store_backend: str, monkeypatch: object) -> None:
     """The writer gathers calls for a window (BATCH_WINDOW_S); BATCH_MAX queued calls
     cut it short, with no flush."""
-    import time
-
-    import jaclang  # noqa: F401
-    from byllm.lib import Model
-
-    from byllm_distill.capture import writer
-
-    monkeypatch.setattr(writer, "BATCH_WINDOW_S", 600.0)  # type: ignore[attr-defined]
-    monkeypatch.setattr(writer, "BATCH_MAX", 4)  # type: ignore[attr-defined]
-    model = Model(model_name="mockllm", config={"outputs": [f"a{i}" for i in range(4)]})
-
-    @byllm_distill.by(model)
-    def answer(i: int) -> str:
-        """Answer."""
-
+    answer = _batches_of_four(monkeypatch, "a")
     for i in range(4):
         answer(i)
-    store = Store(store_backend)
-    deadline = time.monotonic() + 60
-    while store.count() < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sorted(r.output for r in store.iter_records()) == ["a0", "a1", "a2", "a3"]
+    assert _stored_within_a_minute(store_backend, 4) == ["a0", "a1", "a2", "a3"]
 
 
 def test_a_wake_set_before_the_writer_took_a_call_does_not_split_the_batch(
@@ -91,9 +74,6 @@ def test_a_wake_set_before_the_writer_took_a_call_does_not_split_the_batch(
     next gathering short (it once wrote three, then left the fourth call waiting out the
     whole window)."""
     import time
-
-    import jaclang  # noqa: F401
-    from byllm.lib import Model
 
     from byllm_distill.capture import writer
     from byllm_distill.validators.registry import ValidatorRegistry
@@ -108,24 +88,44 @@ def test_a_wake_set_before_the_writer_took_a_call_does_not_split_the_batch(
     monkeypatch.setattr(ValidatorRegistry, "load", slow_load)  # type: ignore[attr-defined]
     monkeypatch.setattr(writer, "READY_WAIT_S", 0.01)  # type: ignore[attr-defined]
     monkeypatch.setattr("byllm_distill.capture.READY_WAIT_S", 0.01)  # type: ignore[attr-defined]
-    monkeypatch.setattr(writer, "BATCH_WINDOW_S", 600.0)  # type: ignore[attr-defined]
-    monkeypatch.setattr(writer, "BATCH_MAX", 4)  # type: ignore[attr-defined]
-    model = Model(model_name="mockllm", config={"outputs": [f"b{i}" for i in range(4)]})
-
-    @byllm_distill.by(model)
-    def answer(i: int) -> str:
-        """Answer."""
-
+    answer = _batches_of_four(monkeypatch, "b")
     for i in range(3):
         answer(i)
     started_up.set()
     time.sleep(0.5)  # the writer takes the first call and gathers
     answer(3)
+    assert _stored_within_a_minute(store_backend, 4) == ["b0", "b1", "b2", "b3"]
+
+
+def _batches_of_four(monkeypatch: object, prefix: str) -> Callable[[int], str]:
+    """A captured function answering prefix0..prefix3, with a writer that gathers four
+    calls a batch and would otherwise wait ten minutes for them."""
+    import jaclang  # noqa: F401
+    from byllm.lib import Model
+
+    from byllm_distill.capture import writer
+
+    monkeypatch.setattr(writer, "BATCH_WINDOW_S", 600.0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(writer, "BATCH_MAX", 4)  # type: ignore[attr-defined]
+    model = Model(model_name="mockllm", config={"outputs": [f"{prefix}{i}" for i in range(4)]})
+
+    @byllm_distill.by(model)
+    def answer(i: int) -> str:
+        """Answer."""
+
+    return answer
+
+
+def _stored_within_a_minute(store_backend: str, count: int) -> list[str]:
+    """The stored outputs, sorted, once `count` are stored (or a minute has passed), with
+    no flush."""
+    import time
+
     store = Store(store_backend)
     deadline = time.monotonic() + 60
-    while store.count() < 4 and time.monotonic() < deadline:
+    while store.count() < count and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sorted(r.output for r in store.iter_records()) == ["b0", "b1", "b2", "b3"]
+    return sorted(r.output for r in store.iter_records())
 
 
 def test_a_writer_whose_start_up_fails_neither_stalls_the_call_nor_loses_the_record(

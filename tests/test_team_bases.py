@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,11 @@ from conftest import ROOT
 
 from byllm_distill.artifacts import ArtifactStore, sha256_file
 from byllm_distill.bases import BASE_FILE, base_folder, find_base, publish_base, shared_name
-from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.config import DistillConfig
 from byllm_distill.registry import SiteRegistry, file_manifest
 
 SITE = "team.create_next_map"
 KEY = "stand-in-base-0123456789ab-Q4_K_M"
-
-
-@pytest.fixture
-def machines(team_env: dict[str, str], tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> tuple[DistillConfig, DistillConfig]:
-    for key, value in team_env.items():
-        monkeypatch.setenv(key, value)
-    base = load_config()
-    return replace(base, home=tmp_path / "a"), replace(base, home=tmp_path / "b")
 
 
 def _build_base(config: DistillConfig, size: int = 1 << 20) -> dict[str, Any]:

@@ -27,15 +27,6 @@ from byllm_distill.registry import (
 SITE = "team.create_next_map"
 
 
-@pytest.fixture
-def machines(team_env: dict[str, str], tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> tuple[DistillConfig, DistillConfig]:
-    for key, value in team_env.items():
-        monkeypatch.setenv(key, value)
-    base = load_config()
-    return replace(base, home=tmp_path / "a"), replace(base, home=tmp_path / "b")
-
-
 def _train_stand_in(registry: SiteRegistry, label: str) -> int:
     with registry.new_version() as (number, folder):
         (folder / "model.gguf").write_text(f"stand-in weights {label}")
