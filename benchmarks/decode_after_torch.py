@@ -5,14 +5,16 @@ process; the demo also serves its shadow answers there. In `byllm-distill demo` 
 evaluation took ~3.9 s per map where `serving_load.py` measures ~1.1 s. This benchmark
 shows the cause apart from everything else: it answers the same `--calls` maps (fresh
 levels, seeded, the inputs of serving_load.py) with one trained `rpg.create_next_map`
-version, one call at a time, in two child processes started alike (nice 10, as the
+version, one call at a time, in three child processes started alike (nice 10, as the
 worker): one that first runs a small torch forward/backward loop on its main thread, one
-that does not. It prints the mean and p50 seconds per map of each and their ratio,
+that does not, and one that runs the loop and then gives back the OpenMP threads torch
+parked, as `train_site` does when it ends (training/openmp.py explains the cause). It
+prints the mean and p50 seconds per map of each and their ratio to the fresh process,
 measured in one run.
 
     .venv/bin/python benchmarks/decode_after_torch.py VERSION_DIR [--calls 12]
 
-~1-2 min on 2 cores; run it on an otherwise idle machine.
+~2-3 min on 2 cores; run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -27,18 +29,25 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+KINDS = {"plain": "fresh process",
+         "torch": "after torch training",
+         "released": "after torch training, OpenMP released"}
 
 
-def child(version_dir: str, calls: int, with_torch: bool) -> None:
+def child(version_dir: str, calls: int, kind: str) -> None:
     """Answer `calls` maps one at a time; print the seconds per call as JSON."""
     sys.path.insert(0, str(HERE))
     os.nice(10)  # as the worker (lifecycle.py)
-    if with_torch:
+    if kind != "plain":
         import torch
 
         weights = torch.randn(512, 512, requires_grad=True)
         for _ in range(200):
             (weights @ weights).sum().backward()
+    if kind == "released":
+        from byllm_distill.training.openmp import release_openmp_threads
+
+        release_openmp_threads()  # what train_site does when it ends
     from serving_load import SITE, inputs
 
     from byllm_distill.runtime.engine import engine_for
@@ -52,9 +61,9 @@ def child(version_dir: str, calls: int, with_torch: bool) -> None:
     print(json.dumps(seconds))
 
 
-def measure(version_dir: Path, calls: int, with_torch: bool) -> list[float]:
+def measure(version_dir: Path, calls: int, kind: str) -> list[float]:
     out = subprocess.run([sys.executable, __file__, str(version_dir), "--calls", str(calls),
-                          "--child", "torch" if with_torch else "plain"],
+                          "--child", kind],
                          check=True, capture_output=True, text=True,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -64,20 +73,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("version_dir", type=Path)
     parser.add_argument("--calls", type=int, default=12)
-    parser.add_argument("--child", choices=["plain", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=list(KINDS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(str(args.version_dir), args.calls, args.child == "torch")
+        child(str(args.version_dir), args.calls, args.child)
         return
-    results = {}
-    for label, with_torch in (("fresh process", False), ("after torch training", True)):
-        seconds = measure(args.version_dir, args.calls, with_torch)
-        results[label] = seconds
-        print(f"{label:>22}: {len(seconds)} maps, mean {statistics.mean(seconds):.2f} s, "
-              f"p50 {statistics.median(seconds):.2f} s")
-    ratio = (statistics.mean(results["after torch training"])
-             / statistics.mean(results["fresh process"]))
-    print(f"after torch / fresh: {ratio:.2f}x the time per map")
+    means = {}
+    for kind, label in KINDS.items():
+        seconds = measure(args.version_dir, args.calls, kind)
+        means[kind] = statistics.mean(seconds)
+        print(f"{label:>40}: {len(seconds)} maps, mean {means[kind]:.2f} s, "
+              f"p50 {statistics.median(seconds):.2f} s, {means[kind] / means['plain']:.2f}x fresh")
 
 
 if __name__ == "__main__":

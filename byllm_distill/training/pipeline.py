@@ -45,6 +45,7 @@ from byllm_distill.training.export import (
     export_adapter,
     export_gguf,
 )
+from byllm_distill.training.openmp import release_openmp_threads
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
 
 DEFAULT_MAX_TOKENS = 1024
@@ -94,7 +95,22 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
                holdout: float = 0.2, seed: int = 0, base: str | None = None,
                quant: str = "Q4_K_M", progress: Progress | None = None,
                enum_names: bool = True) -> TrainedVersion:
-    """Train, export and register a new version of `site`'s student (not activated)."""
+    """Train, export and register a new version of `site`'s student (not activated).
+
+    Whatever happens, the OpenMP threads torch parked on this thread are given back, so
+    llama.cpp answers in this process at full speed afterwards (openmp.py).
+    """
+    try:
+        return _train_site(site, config, store, train_config, filtered, holdout, seed, base,
+                           quant, progress, enum_names)
+    finally:
+        release_openmp_threads()
+
+
+def _train_site(site: str, config: DistillConfig | None, store: Store | None,
+                train_config: TrainConfig | None, filtered: bool, holdout: float, seed: int,
+                base: str | None, quant: str, progress: Progress | None,
+                enum_names: bool) -> TrainedVersion:
     if quant not in QUANT_TYPES:
         raise TrainingError(f"quant must be one of {', '.join(QUANT_TYPES)}, not {quant!r}.")
     if not converter_ready():
