@@ -1,7 +1,6 @@
-"""After training, the OpenMP threads torch parked are given back (training/openmp.py).
-
-They are why llama.cpp answered 3.2x slower in a process that had trained
-(`benchmarks/decode_after_torch.py` measures it; these tests check the behaviour only).
+"""Parked OpenMP threads are given back: after training, and when a model's stepping thread
+runs out of work (byllm_distill/openmp.py says why; `benchmarks/openmp_threads.py`
+measures the speed, these tests check the behaviour only).
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ import sys
 
 import pytest
 
+from byllm_distill.openmp import loaded_runtimes
 from byllm_distill.training import TrainingError, pipeline
-from byllm_distill.training.openmp import loaded_runtimes
 
 CHILD = """
 import json, os
 import torch
-from byllm_distill.training.openmp import loaded_runtimes, release_openmp_threads
+from byllm_distill.openmp import loaded_runtimes, release_openmp_threads
 
 def threads():
     return len(os.listdir("/proc/self/task"))

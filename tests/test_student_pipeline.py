@@ -536,3 +536,44 @@ def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(trained) ->
         assert np.array_equal(first, second)
     finally:
         unload()
+
+
+STEPPING_CHILD = """
+import json, os, sys, threading, time
+from pathlib import Path
+from byllm_distill.runtime.engine import engine_for
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+engine = engine_for(sys.argv[1], folder=Path(sys.argv[2]))
+caller = threading.Thread(target=lambda: engine.generate(json.loads(sys.argv[3]), seed=0))
+before = threads()
+caller.start()
+most = before
+while caller.is_alive():
+    most = max(most, threads())
+    time.sleep(0.002)
+deadline = time.monotonic() + 10
+while threads() > before and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({"before": before, "most": most, "after": threads()}))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="llama.cpp starts no OpenMP team on 1 CPU")
+def test_a_stepping_thread_out_of_work_keeps_no_openmp_threads(trained) -> None:
+    """While a call decodes, llama.cpp's OpenMP worker runs beside the stepping thread; once
+    the call is answered it is given back (a parked one made every other resident model's
+    steps ~3x slower: byllm_distill/openmp.py). A fresh process: nothing else starts threads."""
+    import subprocess
+    import sys
+
+    _, store, version = trained
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    out = subprocess.run([sys.executable, "-c", STEPPING_CHILD, SITE, str(version.path),
+                          json.dumps(args)], check=True, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["most"] >= seen["before"] + 2, f"no OpenMP worker seen while decoding: {seen}"
+    assert seen["after"] == seen["before"], f"an OpenMP worker stayed parked: {seen}"

@@ -45,6 +45,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from byllm_distill.openmp import release_openmp_threads
 from byllm_distill.runtime.decode import Eval, Loop
 from byllm_distill.runtime.load import Turns
 
@@ -154,7 +155,9 @@ class Batcher:
             self._stepper.join()
 
     def _steps(self) -> None:
-        """The stepping thread: drive while there is work, until closed."""
+        """The stepping thread: drive while there is work, until closed. Out of work, it
+        gives back the OpenMP threads its steps parked: another resident model's steps
+        (or torch's) would otherwise sleep at every barrier (byllm_distill/openmp.py)."""
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stop or self._incoming or self._waiting
@@ -163,6 +166,7 @@ class Batcher:
                     return
             self.drive(lambda: self._stop or not (self._incoming or self._waiting
                                                   or self._active))
+            release_openmp_threads()
 
     # The driver's side --------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any
 from byllm_distill.artifacts import MANIFEST_FORMAT
 from byllm_distill.codec.schema import max_json_chars
 from byllm_distill.config import DistillConfig, load_config
+from byllm_distill.openmp import release_openmp_threads
 from byllm_distill.progress import Progress
 from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
 from byllm_distill.store import Store
@@ -45,7 +46,6 @@ from byllm_distill.training.export import (
     export_adapter,
     export_gguf,
 )
-from byllm_distill.training.openmp import release_openmp_threads
 from byllm_distill.training.trainer import TrainConfig, library_versions, train
 
 DEFAULT_MAX_TOKENS = 1024
@@ -98,7 +98,7 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
     """Train, export and register a new version of `site`'s student (not activated).
 
     Whatever happens, the OpenMP threads torch parked on this thread are given back, so
-    llama.cpp answers in this process at full speed afterwards (openmp.py).
+    llama.cpp answers in this process at full speed afterwards (byllm_distill/openmp.py).
     """
     try:
         return _train_site(site, config, store, train_config, filtered, holdout, seed, base,
