@@ -2,8 +2,9 @@
 
 When the store is unavailable, locked, full, or a value will not serialize, the record is
 dropped (the user's call is untouched) and one JSON line `{"at", "cause", "count", "detail"}` is
-appended to `dropped.jsonl` in the data directory, or to a file in the system temp
-folder when the data directory itself cannot be written. `byllm-distill status` adds up
+appended to `dropped.jsonl` in the data directory (created if missing, as it is where a
+PostgreSQL store keeps nothing else), or to a file in the system temp folder when the data
+directory itself cannot be written. `byllm-distill status` adds up
 both. Each distinct cause is logged once per process as a warning.
 """
 
@@ -47,7 +48,8 @@ class DropLog:
                             cause, f": {detail}" if detail else "")
             for path in self.files:
                 try:
-                    with path.open("a", encoding="utf-8") as fh:
+                    path.parent.mkdir(parents=True, exist_ok=True)  # a remote store's
+                    with path.open("a", encoding="utf-8") as fh:  # data dir may not exist yet
                         fh.write(line + "\n")
                     return
                 except OSError:

@@ -126,7 +126,10 @@ def _blocked_home(tmp_path: Path) -> Path:
 def test_unwritable_store_leaves_output_byte_identical(tmp_path: Path) -> None:
     off = run_jac(PROGRAM, env={"BYLLM_DISTILL_CAPTURE": "0"})
     home = _blocked_home(tmp_path)
-    broken = run_jac(PROGRAM, env={"BYLLM_DISTILL_HOME": str(home)})
+    temp = tmp_path / "temp"  # the drop log's fallback folder, this test's own
+    temp.mkdir()
+    env = {"BYLLM_DISTILL_HOME": str(home), "TMPDIR": str(temp)}
+    broken = run_jac(PROGRAM, env=env)
     assert off.returncode == 0 and broken.returncode == 0, broken.stderr
     assert broken.stdout == off.stdout
     assert "capture dropped a record" in broken.stderr
@@ -134,7 +137,8 @@ def test_unwritable_store_leaves_output_byte_identical(tmp_path: Path) -> None:
 
     # The drop log cannot live in the blocked home either; it falls back to the temp
     # folder, and status finds it there while reporting why the store cannot open.
-    status = run_cli("status", "--json", env={"BYLLM_DISTILL_HOME": str(home)})
+    assert [p.name for p in temp.glob("byllm-distill-dropped-*.jsonl")], list(temp.iterdir())
+    status = run_cli("status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert info["dropped"] == 3 and info["dropped_by_cause"] == {"store unavailable": 3}

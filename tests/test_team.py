@@ -109,6 +109,7 @@ def test_records_the_database_never_took_are_counted_as_dropped(
         postgres_server.start()
     assert len(lines) == 3  # every call answered by the teacher
     assert DropLog(tmp_path / "app").totals() == {"store unavailable": 3}
+    assert (tmp_path / "app" / "dropped.jsonl").is_file()  # in the data dir, not in /tmp
     assert _levels(url) == []
 
 
