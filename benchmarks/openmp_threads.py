@@ -36,7 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
 KINDS = {"plain": "fresh process",
          "torch": "after torch training",
          "released": "after torch training, team given back",
@@ -47,7 +46,6 @@ LEVEL_ARGS = {"last_levels": [], "difficulty": 2, "level_width": 20, "level_heig
 
 def child(version_dir: str, calls: int, kind: str, second: str | None) -> None:
     """Answer `calls` maps one at a time; print the seconds per call as JSON."""
-    sys.path.insert(0, str(HERE))
     os.nice(10)  # as the worker (lifecycle.py)
     if kind in ("torch", "released"):
         import torch

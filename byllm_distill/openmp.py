@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ def release_openmp_threads() -> int:
         elif pause is not None:
             log.info("OpenMP threads kept: %s refused to pause", path)
     return released
+
+
+def gives_back_openmp_threads[F: Callable[..., Any]](fn: F) -> F:
+    """`fn`, giving back the OpenMP threads it parked on its thread when it returns or
+    raises (for work that runs torch, then leaves the thread to llama.cpp)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            release_openmp_threads()
+
+    return wrapper  # type: ignore[return-value]
 
 
 @functools.cache

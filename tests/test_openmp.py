@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from byllm_distill import openmp
 from byllm_distill.openmp import loaded_runtimes
 from byllm_distill.training import TrainingError, pipeline
 
@@ -53,7 +54,7 @@ def test_the_threads_torch_parked_are_released_and_torch_still_computes() -> Non
 
 def test_train_site_releases_them_even_when_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(pipeline, "release_openmp_threads", lambda: calls.append(1) or 1)
+    monkeypatch.setattr(openmp, "release_openmp_threads", lambda: calls.append(1) or 1)
     with pytest.raises(TrainingError, match="quant must be one of"):
         pipeline.train_site("rpg.create_next_map", quant="Q9")
     assert calls == [1]

@@ -29,7 +29,7 @@ from typing import Any
 from byllm_distill.artifacts import MANIFEST_FORMAT
 from byllm_distill.codec.schema import max_json_chars
 from byllm_distill.config import DistillConfig, load_config
-from byllm_distill.openmp import release_openmp_threads
+from byllm_distill.openmp import gives_back_openmp_threads
 from byllm_distill.progress import Progress
 from byllm_distill.registry import SiteRegistry, file_manifest, sha256_file
 from byllm_distill.store import Store
@@ -90,6 +90,7 @@ def serving_section(dataset: Dataset, fmt: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@gives_back_openmp_threads
 def train_site(site: str, config: DistillConfig | None = None, store: Store | None = None,
                train_config: TrainConfig | None = None, filtered: bool = True,
                holdout: float = 0.2, seed: int = 0, base: str | None = None,
@@ -100,17 +101,6 @@ def train_site(site: str, config: DistillConfig | None = None, store: Store | No
     Whatever happens, the OpenMP threads torch parked on this thread are given back, so
     llama.cpp answers in this process at full speed afterwards (byllm_distill/openmp.py).
     """
-    try:
-        return _train_site(site, config, store, train_config, filtered, holdout, seed, base,
-                           quant, progress, enum_names)
-    finally:
-        release_openmp_threads()
-
-
-def _train_site(site: str, config: DistillConfig | None, store: Store | None,
-                train_config: TrainConfig | None, filtered: bool, holdout: float, seed: int,
-                base: str | None, quant: str, progress: Progress | None,
-                enum_names: bool) -> TrainedVersion:
     if quant not in QUANT_TYPES:
         raise TrainingError(f"quant must be one of {', '.join(QUANT_TYPES)}, not {quant!r}.")
     if not converter_ready():
