@@ -7,12 +7,14 @@ holding its shared base, e.g. `.byllm-distill-demo`) through the runtime engine,
 for fresh levels from the offline teacher (seeded; the teacher's own maps for the same
 levels are the reference), and prints:
 
-1. One caller, the same inputs and seeds twice: decoded token by token (as before
-   jump-forward) and with jump-forward (runtime/forced.py): p50/p95 latency per map,
-   validity (first attempt and served), answer tokens and the 2x2-pattern KL divergence
-   from the teacher's maps for the same levels (lower is closer; `rpg_patterns`);
+1. One caller, the same inputs and seeds three times: decoded token by token (as before
+   jump-forward), with jump-forward (runtime/forced.py), and with jump-forward and drafts
+   (runtime/draft.py, the default): p50/p95 latency per map, validity (first attempt and
+   served), answer tokens, the 2x2-pattern KL divergence from the teacher's maps for the
+   same levels (lower is closer; `rpg_patterns`), and drafts read and taken;
 2. throughput (maps/s) and p50/p95 latency for 1, 4 and 8 concurrent callers, each taking
-   the next input until `--calls` are answered, and the ratio of 8 callers to 1;
+   the next input until `--calls` are answered, and the ratio of 8 callers to 1 (drafts
+   on: a call decoding alone reads them, calls decoding together do not);
 3. the wait budget: twice `max_batch` callers with `max_wait_ms` = `--max-wait-ms`; a call
    whose expected wait (`Engine.expected_wait_ms()`, what the router compares with the
    budget) is over it is answered by the offline teacher instead, as the router does:
@@ -87,15 +89,21 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def one_caller(engine: Any, maps: list[dict[str, Any]], reference: list[Any],
-               jump: bool) -> dict[str, Any]:
+               jump: bool, drafts: bool) -> dict[str, Any]:
     """Every input once, in order, seed i for input i."""
     from byllm_distill.rpg.report_metrics import pattern_distance
 
-    engine._decoder.jump_forward = jump
-    rows = [engine.generate(a, seed=i) for i, a in enumerate(maps)]
-    engine._decoder.jump_forward = True
+    decoder = engine._decoder
+    drafter = decoder.drafter
+    decoder.jump_forward, decoder.drafter = jump, drafter if drafts else None
+    decoder.drafts = decoder.drafts_taken = 0
+    try:
+        rows = [engine.generate(a, seed=i) for i, a in enumerate(maps)]
+    finally:
+        decoder.jump_forward, decoder.drafter = True, drafter
     outputs = [g.output for g in rows if g.output is not None]
-    return {"jump_forward": jump, "calls": len(rows),
+    return {"jump_forward": jump, "drafts": drafts, "drafts_read": decoder.drafts,
+            "drafts_taken": decoder.drafts_taken, "calls": len(rows),
             "p50_s": _pct([g.seconds for g in rows], 50),
             "p95_s": _pct([g.seconds for g in rows], 95),
             "valid_first": sum(bool(g.passed and g.passed[0]) for g in rows),
@@ -221,14 +229,20 @@ def main() -> None:
     result: dict[str, Any] = {"version_dir": str(args.version_dir), "cores": os.cpu_count(),
                               "max_batch": slots, "one_caller": []}
     reference = teacher_maps(maps, args.seed)
-    for jump in (False, True):
-        row = one_caller(engine, maps, reference, jump)
+    if engine._decoder.drafter is None:
+        raise SystemExit(f"{args.version_dir} has no readable dataset/train.jsonl: no drafts")
+    for jump, drafts, name in ((False, False, "token by token     "),
+                               (True, False, "jump-forward       "),
+                               (True, True, "jump-forward+drafts")):
+        row = one_caller(engine, maps, reference, jump, drafts)
         result["one_caller"].append(row)
-        print(f"  one caller, {'jump-forward  ' if jump else 'token by token'}: p50 "
+        taken = (f", {row['drafts_taken']} of {row['drafts_read']} drafts taken"
+                 if drafts else "")
+        print(f"  one caller, {name}: p50 "
               f"{row['p50_s']} s, p95 {row['p95_s']} s, valid {row['valid_first']}/"
               f"{row['calls']} first attempt, {row['valid_served']}/{row['calls']} served, "
               f"{row['answer_tokens']} answer tokens, 2x2 KL from the teacher "
-              f"{row['kl_2x2']}", flush=True)
+              f"{row['kl_2x2']}{taken}", flush=True)
     result["load"] = []
     for n in (1, 4, 8):
         row = callers(engine, maps, n)

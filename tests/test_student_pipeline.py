@@ -489,6 +489,63 @@ def test_concurrent_callers_each_get_an_answer_to_their_own_input(trained) -> No
         unload()
 
 
+def test_a_draft_is_read_only_in_a_pass_of_its_own_call(trained) -> None:
+    """Drafts (runtime/draft.py): alone, a request's draft is read in its pass and its
+    logits are those the model gives after the draft decoded on its own; beside another
+    call the draft is left out (one row back). Served answers read drafts and keep
+    passing."""
+    import numpy as np
+
+    from byllm_distill.runtime import batch as batch_module
+    from byllm_distill.runtime.decode import Eval
+    from byllm_distill.runtime.engine import engine_for, unload
+
+    _, store, version = trained
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    try:
+        engine = engine_for(SITE, folder=version.path)
+        assert engine._decoder.drafter is not None  # from the version's training answers
+        batcher, tag, activate = engine.batcher, engine.weights.tag, engine.weights.activate
+        prompt = engine.prompt(args)[1]
+        first, second = engine.llama.tokenize(b"[[1", add_bos=False, special=False)[:2]
+
+        def with_draft(out: list):
+            yield Eval(list(prompt), 0)
+            out.append((yield Eval([first], len(prompt), (second,))))
+
+        def one_by_one(out: list):
+            yield Eval(list(prompt), 0)
+            yield Eval([first], len(prompt))
+            out.append((yield Eval([second], len(prompt) + 1)))
+
+        alone: list = []
+        batcher.run(with_draft(alone), tag, activate, 1024)
+        reference: list = []
+        batcher.run(one_by_one(reference), tag, activate, 1024)
+        assert alone[0].shape == (2, engine.llama.n_vocab())
+        # Same tokens, same positions: the draft's row is the model's next-token logits
+        # after it (to the rounding of a two-token pass; another token's would differ).
+        assert np.argmax(alone[0][1]) == np.argmax(reference[0])
+        assert np.corrcoef(alone[0][1], reference[0])[0, 1] > 0.99
+
+        beside: list = []
+        with batcher.turns.exclusive():  # both start in the same step
+            calls = [batch_module._Call(with_draft(beside), tag, activate, 0, 1024),
+                     batch_module._Call(with_draft([]), tag, activate, 1, 1024)]
+            with batcher._cond:
+                batcher._incoming += calls
+            batcher.drive(lambda: all(c.done.done() for c in calls))
+        assert all(c.done.exception() is None for c in calls)
+        assert beside[0].shape == (engine.llama.n_vocab(),)  # the draft was left out
+
+        engine._decoder.drafts = engine._decoder.drafts_taken = 0
+        generation = engine.generate(args, seed=3)
+        assert generation.passed and generation.passed[-1]
+        assert engine._decoder.drafts_taken > 0
+    finally:
+        unload()
+
+
 def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(trained) -> None:
     """No cross-talk in a batch: a sequence, teacher-forced, decoded in lockstep beside
     another sequence that holds different tokens (the batch's shape the same), gets

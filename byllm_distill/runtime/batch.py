@@ -19,7 +19,10 @@ llama.cpp applies one adapter set to a whole context, so sequences under another
 take the next step, in turn), drops each sequence's KV entries from its request's
 position on (a rollback is a request at an earlier position), puts every request's
 tokens into one `llama_batch` with logits for the last token of each, runs one
-`llama_decode` and sends each loop a copy of its logits; the loops' own Python
+`llama_decode` and sends each loop a copy of its logits (a request's draft, decode.py,
+is read only when its call is the step's only one: beside others its tokens would cost
+them time for a guess; then the loop gets two rows, after its tokens and after the
+draft); the loops' own Python
 (sampling, grammar, item checks) runs on the driver's thread, one after another. A
 prompt longer than the batch is spread over several steps. A sequence is emptied when
 its call ends, so the cells in use, and with them the attention each step reads, stay
@@ -212,8 +215,9 @@ class Batcher:
         tag = tags[(tags.index(self._last_tag) + 1) % len(tags)] if (
             self._last_tag in tags) else tags[0]
         self._last_tag = tag
+        group = [c for c in active if c.tag == tag]
         batch, n, rows, added = self._batch, 0, [], []
-        for call in (c for c in active if c.tag == tag):
+        for call in group:
             request = call.request
             room = self.n_batch - n
             if room <= 0:
@@ -222,17 +226,22 @@ class Batcher:
             if call.filled > pos:
                 llama_cpp.llama_memory_seq_rm(self._memory, call.seq, pos, -1)
             part = request.tokens[call.sent:call.sent + room]
-            for i, token in enumerate(part):
+            # A draft rides along only in a pass of its own call: beside other calls its
+            # tokens would cost them time for a guess (decode.py).
+            draft = list(request.draft) if (
+                len(group) == 1 and call.sent + len(part) == len(request.tokens)
+                and len(part) + len(request.draft) <= room) else []
+            for i, token in enumerate(part + draft):
                 batch.token[n + i], batch.pos[n + i] = token, pos + i
                 batch.n_seq_id[n + i], batch.seq_id[n + i][0] = 1, call.seq
                 batch.logits[n + i] = False
-            n += len(part)
+            n += len(part) + len(draft)
             added.append(call)
             call.sent += len(part)
-            call.filled = pos + len(part)
+            call.filled = pos + len(part) + len(draft)
             if call.sent == len(request.tokens):
-                batch.logits[n - 1] = True
-                rows.append((call, n - 1))
+                batch.logits[n - 1 - len(draft)] = batch.logits[n - 1] = True
+                rows.append((call, n - 1 - len(draft), n - 1 if draft else None))
         batch.n_tokens = n
         try:
             added[0].activate()
@@ -247,10 +256,14 @@ class Batcher:
                 llama_cpp.llama_memory_seq_rm(self._memory, call.seq, -1, -1)
             return
         n_vocab = self.llama.n_vocab()
-        for call, row in rows:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
-                                           shape=(n_vocab,)).copy()
-            self._advance(call, logits)
+
+        def logits_at(row: int) -> Any:
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
+                                         shape=(n_vocab,)).copy()
+
+        for call, row, draft_row in rows:
+            self._advance(call, logits_at(row) if draft_row is None else np.stack(
+                [logits_at(row), logits_at(draft_row)]))
 
 
 @atexit.register

@@ -30,6 +30,14 @@ in or who else is decoding.
   that token: one forward pass for all of them. Checkpoints are taken after a request's
   last token only. When nothing but the end can follow, the answer ends without a pass
   for the end-of-text token. `jump_forward = False` decodes token by token (comparisons).
+- Drafts (draft.py): each request may carry the drafter's guess at the next token, with
+  what the grammar forces after it; a driver that reads it sends back the logits after
+  the guess as well. The next token is still drawn from the model's own logits as above;
+  when it is the guess (and so its forced tokens are the draft's), the request for them
+  is skipped and the guess's logits are used. They are good until the loop's next
+  request, which may write over the draft's positions, so only the request right after
+  them may be skipped. Drafts change the number of passes, not the draw (to the rounding
+  of a pass of several tokens, as for jump-forward).
 - The prompt is evaluated once per call, whatever the number of attempts: each attempt
   starts at the prompt's end with its saved logits, and its first request drops what the
   attempt before it wrote.
@@ -47,6 +55,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+from byllm_distill.runtime.draft import Drafter
 from byllm_distill.runtime.forced import Forced
 from byllm_distill.runtime.guide import Guide
 
@@ -60,10 +69,26 @@ REDRAW_HEAT = 0.7  # a whole-item redraw samples at least this hot, a little hot
 @dataclass(frozen=True)
 class Eval:
     """A request to the model: `tokens` into the call's sequence from `pos` on (whatever
-    it held from there is dropped); the answer is the logits after the last one."""
+    it held from there is dropped); the answer is the logits after the last one. With a
+    `draft` (tokens guessed to follow), the driver may put it in the same pass: the
+    answer is then an array of two rows, the logits after `tokens` and after `draft`."""
 
     tokens: list[int]
     pos: int
+    draft: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """A draft the model read: `tokens` at `pos` on, and the logits after them. Valid
+    until the loop's next request (which may write over those positions)."""
+
+    pos: int
+    tokens: list[int]
+    logits: Any
+
+    def fits(self, pending: list[int], n_past: int) -> bool:
+        return self.pos == n_past and self.tokens == pending
 
 
 Loop = Generator[Eval, Any, Any]  # yields requests, is sent logits, returns its result
@@ -126,6 +151,8 @@ class Decoder:
         self._pieces: dict[int, bytes] = {}
         self.forced = Forced(llama)
         self.jump_forward = True  # write what the grammar forces without a step each
+        self.drafter: Drafter | None = None  # guesses to read ahead (draft.py)
+        self.drafts = self.drafts_taken = 0  # drafts the model read, and sampled as guessed
 
     # Sampling ----------------------------------------------------------------------------
 
@@ -247,6 +274,7 @@ class Decoder:
         pending: list[int] = []  # written, not yet evaluated
         forced: list[int] = []  # the grammar's next tokens (forced.py), not yet written
         ends = passed = False  # the answer ends after `forced`; an item passed in `pending`
+        ahead: _Ahead | None = None  # the last request's draft, read by the model
         try:
             if guide is not None:
                 item = _Checkpoint.take(out, n_past, logits, grammar, guide, owned)
@@ -308,7 +336,18 @@ class Decoder:
                     continue  # one forward pass for the token and what it forces
                 if ends:
                     return out, "stop", redraws  # nothing but the end can follow
-                logits = yield Eval(pending, n_past)
+                if ahead is not None and ahead.fits(pending, n_past):
+                    logits, ahead = ahead.logits, None  # the draft's pass is done
+                    self.drafts_taken += 1
+                else:
+                    draft = self._draft(out, grammar, n_past + len(pending),
+                                        n_prompt + self.max_tokens)
+                    got = yield Eval(pending, n_past, draft)
+                    logits, ahead = got, None
+                    if getattr(got, "ndim", 1) == 2:  # the draft was read too
+                        self.drafts += 1
+                        logits, ahead = got[0], _Ahead(n_past + len(pending), list(draft),
+                                                       got[1])
                 n_past += len(pending)
                 pending = []
                 if guide is not None:
@@ -323,6 +362,29 @@ class Decoder:
         finally:
             for sampler in owned:
                 llama_cpp.llama_sampler_free(sampler)
+
+    def _draft(self, out: list[int], grammar: Any, pos: int, limit: int) -> tuple[int, ...]:
+        """The drafter's guess at the token after `out` (at `pos`) with what the grammar
+        forces after it, or () where there is none, the grammar forbids it, the answer
+        would end after it, or it would pass `limit` (the call's KV cells)."""
+        import llama_cpp
+
+        guess = self.drafter.guess(out) if self.drafter is not None else None
+        if guess is None or grammar is None or llama_cpp.llama_vocab_is_eog(
+                self.vocab, guess) or not self.grammar_allows(grammar, guess, 0.0):
+            return ()
+        forced: list[int] = []
+        if self.jump_forward:
+            probe = llama_cpp.llama_sampler_clone(grammar)
+            try:
+                llama_cpp.llama_sampler_accept(probe, guess)
+                forced, ends = self.forced.after(probe, guess)
+            finally:
+                llama_cpp.llama_sampler_free(probe)
+            if ends:
+                return ()
+        draft = (guess, *forced)
+        return draft if pos + len(draft) <= limit else ()
 
     @staticmethod
     def _rollback(to: _Checkpoint, out: list[int], guide: Guide, owned: list[Any]

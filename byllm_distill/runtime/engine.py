@@ -16,7 +16,8 @@ and always parse, and decodes the text back into the site's JSON answer. The pro
 the codec's input policy: a call over the site's prompt budget has its list arguments cut to
 their newest items, as training did (`PromptOverBudget` when even that does not fit).
 A call's prompt is evaluated once, whatever the number of attempts: later attempts start
-from its saved logits. Decoding samples at the version's `temperature` (0 is
+from its saved logits. The decoder reads ahead with guesses drawn from the version's own
+training answers (`dataset/train.jsonl`, draft.py; none where that file is missing). Decoding samples at the version's `temperature` (0 is
 greedy; see pipeline.py for the default). Calls are batched per `Llama` (batch.py): up to
 `max_batch` calls answer at once, each in a sequence of its own, sharing every forward
 pass; more queue for a turn (load.py), and `expected_wait_ms()` says how long a call
@@ -53,6 +54,7 @@ from typing import Any
 from byllm_distill.codec.grammar import call_grammar
 from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder, Eval, Loop, clone
+from byllm_distill.runtime.draft import Drafter
 from byllm_distill.runtime.guide import guide_for, student_record
 from byllm_distill.runtime.models import Weights, loaded_mb, release, weights_for
 from byllm_distill.runtime.spec import StudentSpec
@@ -115,6 +117,8 @@ class Engine:
         self.turns = self.batcher.turns
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._decoder = Decoder(llama, spec.max_tokens)
+        self._decoder.drafter = Drafter.from_folder(spec.folder, lambda text: llama.tokenize(
+            text.encode(), add_bos=False, special=False))
         self.prompt_evals = 0  # prompts evaluated: one per call, whatever its attempts
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         weakref.finalize(self, _free_samplers, self._grammars)
