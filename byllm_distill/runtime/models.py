@@ -42,6 +42,7 @@ from typing import Any
 from byllm_distill.bases import find_base
 from byllm_distill.registry import ArtifactError
 from byllm_distill.runtime.batch import Batcher
+from byllm_distill.runtime.head import Head, Tap
 from byllm_distill.runtime.load import Turns
 from byllm_distill.runtime.spec import StudentSpec
 
@@ -178,10 +179,11 @@ def model_params_for_this_cpu() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def context_for_sequences(slots: int) -> Iterator[None]:
+def context_for_sequences(slots: int, tap: Tap | None = None) -> Iterator[None]:
     """Have the next `Llama()` make its context with room for `slots` sequences in one KV
-    cache (its `n_ctx` cells are then theirs together). Like the model parameters above,
-    the context's come from a default the constructor offers no argument for."""
+    cache (its `n_ctx` cells are then theirs together), and `tap`'s evaluation callback
+    (head.py). Like the model parameters above, the context's come from a default the
+    constructor offers no argument for."""
     import llama_cpp.llama as llama_module
 
     low = llama_module.llama_cpp
@@ -190,6 +192,8 @@ def context_for_sequences(slots: int) -> Iterator[None]:
     def for_sequences() -> Any:
         params = original()
         params.n_seq_max, params.kv_unified = slots, True
+        if tap is not None:
+            params.cb_eval, params.cb_eval_user_data = tap.callback, None
         return params
 
     low.llama_context_default_params = for_sequences
@@ -199,22 +203,39 @@ def context_for_sequences(slots: int) -> Iterator[None]:
         low.llama_context_default_params = original
 
 
-def _resident(key: str, path: Path, n_ctx: int, site: str, slots: int) -> Resident:
+def _resident(key: str, path: Path, n_ctx: int, site: str, slots: int,
+              chars: frozenset[str] | None = None) -> Resident:
     """The `Llama` under `key`, loaded with `slots` sequences and room for one call of
-    `n_ctx` tokens (or as it was loaded first)."""
+    `n_ctx` tokens (or as it was loaded first); with `chars` (a merged model whose site's
+    grammar writes only those characters), scoring only the tokens made of them where
+    that checks out (head.py)."""
     if key in _residents:
         return _residents[key]
+    tap = Tap() if chars is not None else None
+    llama = _load(path, n_ctx, site, slots, tap)
+    head = None
+    if tap is not None:
+        import llama_cpp
+
+        tap.size(llama_cpp.llama_model_n_embd(llama.model), llama.n_batch)
+        head = Head.build(llama, str(path), chars, tap)  # type: ignore[arg-type]
+        if head is None:  # the callback would cost every pass for nothing: load again
+            llama.close()
+            tap, llama = None, _load(path, n_ctx, site, slots, None)
+    _residents[key] = Resident(llama, Batcher(llama, slots, head, tap), llama.n_ctx())
+    return _residents[key]
+
+
+def _load(path: Path, n_ctx: int, site: str, slots: int, tap: Tap | None) -> Any:
     from llama_cpp import Llama
 
     try:
-        with model_params_for_this_cpu(), context_for_sequences(slots):
-            llama = Llama(model_path=str(path), n_ctx=max(n_ctx, slots * SEQ_CELLS),
-                          n_threads=threads(), n_threads_batch=threads(), verbose=False)
+        with model_params_for_this_cpu(), context_for_sequences(slots, tap):
+            return Llama(model_path=str(path), n_ctx=max(n_ctx, slots * SEQ_CELLS),
+                         n_threads=threads(), n_threads_batch=threads(), verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ArtifactError(f"{path} cannot be loaded by llama.cpp ({exc}); retrain with "
                             f"`byllm-distill train {site}`.") from exc
-    _residents[key] = Resident(llama, Batcher(llama, slots), llama.n_ctx())
-    return _residents[key]
 
 
 def _base_for(spec: StudentSpec, data_dir: Path | None) -> tuple[Path, Path] | None:
@@ -233,15 +254,15 @@ def _base_for(spec: StudentSpec, data_dir: Path | None) -> tuple[Path, Path] | N
 
 
 def weights_for(spec: StudentSpec, serving: str = "merged", data_dir: Path | None = None,
-                slots: int = DEFAULT_SLOTS) -> Weights:
+                slots: int = DEFAULT_SLOTS, chars: frozenset[str] | None = None) -> Weights:
     """The weights `spec`'s engine decodes with (see the module docstring); `slots`: the
-    calls its model answers at once."""
+    calls its model answers at once; `chars`: what the site's grammar writes, if closed."""
     if serving not in SERVING_MODES:
         raise ValueError(f"serving must be one of {', '.join(SERVING_MODES)}, not {serving!r}")
     found = _base_for(spec, data_dir) if serving == "adapter" else None
     if found is None:
         key = str(spec.gguf.resolve())
-        return Weights(_resident(key, Path(key), spec.n_ctx, spec.site, slots), key)
+        return Weights(_resident(key, Path(key), spec.n_ctx, spec.site, slots, chars), key)
     import llama_cpp
 
     base, adapter_file = found
