@@ -105,6 +105,16 @@ class DistillConfig:
                 "together, one forward pass per step, each in a sequence of its own in the "
                 "model's KV cache (memory grows with it); more calls queue (1: one at a "
                 "time).", "env": "BYLLM_DISTILL_MAX_BATCH"})
+    drafts: bool = field(default=True, metadata={
+        "help": "Read ahead while a call decodes alone: each pass also evaluates a guess at "
+                "the next token from the version's own training answers, and skips the "
+                "next pass when the model draws it (the answer is drawn as without).",
+        "env": "BYLLM_DISTILL_DRAFTS"})
+    narrow_head: bool = field(default=True, metadata={
+        "help": "Where a site's grammar writes only a few characters (a map), a merged "
+                "student scores only the tokens made of them instead of its whole "
+                "vocabulary (checked against llama.cpp's own logits at load).",
+        "env": "BYLLM_DISTILL_NARROW_HEAD"})
     max_resident_mb: int = field(default=0, metadata={
         "help": "Memory budget in MB for the student models loaded in one process (their "
                 "weights and KV caches, measured at load): loading one past it first "

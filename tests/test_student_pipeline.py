@@ -550,6 +550,25 @@ def test_a_draft_is_read_only_in_a_pass_of_its_own_call(trained) -> None:
         unload()
 
 
+def test_drafts_and_the_narrow_head_can_be_turned_off(trained, monkeypatch) -> None:
+    """`drafts = false` / `narrow_head = false` (here through the environment): the site
+    loads without a drafter and with llama.cpp's whole output layer, and still answers."""
+    from byllm_distill.runtime.engine import engine_for, unload
+
+    _, store, version = trained
+    args = store.get_record(version.manifest["dataset"]["heldout_ids"][0]).args
+    unload()
+    monkeypatch.setenv("BYLLM_DISTILL_DRAFTS", "false")
+    monkeypatch.setenv("BYLLM_DISTILL_NARROW_HEAD", "false")
+    try:
+        engine = engine_for(SITE, folder=version.path)
+        assert engine._decoder.drafter is None and engine.batcher.head is None
+        assert engine.generate(args, seed=1).passed
+        assert engine._decoder.drafts == 0 and engine.batcher.narrow_steps == 0
+    finally:
+        unload()
+
+
 def test_a_sequence_decodes_the_same_whatever_another_sequence_holds(trained) -> None:
     """No cross-talk in a batch: a sequence, teacher-forced, decoded in lockstep beside
     another sequence that holds different tokens (the batch's shape the same), gets

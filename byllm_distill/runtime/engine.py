@@ -109,7 +109,8 @@ class Engine:
     site's adapter if any), the codec and the prompt format; `Decoder` (decode.py) writes
     the token loop the batcher drives."""
 
-    def __init__(self, spec: StudentSpec, weights: Weights, requested: str = "merged") -> None:
+    def __init__(self, spec: StudentSpec, weights: Weights, requested: str = "merged",
+                 drafts: bool = True) -> None:
         import llama_cpp
 
         self.spec = spec
@@ -120,8 +121,10 @@ class Engine:
         self.turns = self.batcher.turns
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._decoder = Decoder(llama, spec.max_tokens)
-        self._decoder.drafter = Drafter.from_folder(spec.folder, lambda text: llama.tokenize(
-            text.encode(), add_bos=False, special=False))
+        if drafts:
+            self._decoder.drafter = Drafter.from_folder(
+                spec.folder, lambda text: llama.tokenize(text.encode(), add_bos=False,
+                                                         special=False))
         self.prompt_evals = 0  # prompts evaluated: one per call, whatever its attempts
         self._grammars: OrderedDict[str, Any] = OrderedDict()
         self._chars: dict[str, frozenset[str] | None] = {}  # grammar text -> what it writes
@@ -338,8 +341,9 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         spec = StudentSpec.from_folder(site, folder, version)
         serving = serving or config.serving
         try:
+            chars = site_chars(spec) if config.narrow_head else None
             engine = Engine(spec, weights_for(spec, serving, data_dir, config.max_batch,
-                                              site_chars(spec)), serving)
+                                              chars), serving, config.drafts)
         except BaseException:
             _release_unused()
             raise
