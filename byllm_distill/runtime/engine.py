@@ -132,7 +132,7 @@ class Engine:
         self._fixed_gbnf = (compact_gbnf(spec.codec.schema)
                             if spec.codec.mode == "json" and spec.codec.schema else None)
         if self._fixed_gbnf is not None:
-            self._grammar_for({})  # a bad grammar fails the load, not the first call
+            self._grammar_for(self._fixed_gbnf)  # a bad grammar fails the load, not a call
 
     @property
     def n_ctx(self) -> int:
@@ -170,12 +170,11 @@ class Engine:
             return call_grammar(self.spec.codec, args)
         return self._fixed_gbnf
 
-    def _grammar_for(self, args: dict[str, Any]) -> Any:
-        """The llama.cpp grammar sampler for this call's limits, as parsed (never advanced:
-        each call decodes with its own copy, decode.clone)."""
+    def _grammar_for(self, text: str | None) -> Any:
+        """The llama.cpp grammar sampler for a call's grammar `text` (`gbnf(args)`), as
+        parsed (never advanced: each call decodes with its own copy, decode.clone)."""
         import llama_cpp
 
-        text = self.gbnf(args)
         if text is None:
             return None
         sampler = self._grammars.get(text)
@@ -233,17 +232,19 @@ class Engine:
                              "the input is far larger than anything the student was "
                              "trained on.")
         guide = check and guided and temperature > 0.0
+        gbnf = self.gbnf(args)  # built once per call, for every attempt and the head
         answer = self.batcher.run(
-            self._answer(args, prompt, temperature, top_p, rng, attempts, check, guide),
-            self.weights.tag, self.weights.activate, need, self._chars_of(self.gbnf(args)))
+            self._answer(args, gbnf, prompt, temperature, top_p, rng, attempts, check, guide),
+            self.weights.tag, self.weights.activate, need, self._chars_of(gbnf))
         passed, completion, redraws, finish, raw, output, answer_text = answer
         return Generation(text=answer_text, prompt_tokens=len(prompt) * len(passed),
                           completion_tokens=completion,
                           seconds=time.perf_counter() - started, finish_reason=finish, raw=raw,
                           output=output, passed=tuple(passed), redraws=redraws)
 
-    def _answer(self, args: dict[str, Any], prompt: list[int], temperature: float,
-                top_p: float, rng: Any, attempts: int, check: bool, guide: bool) -> Loop:
+    def _answer(self, args: dict[str, Any], gbnf: str | None, prompt: list[int],
+                temperature: float, top_p: float, rng: Any, attempts: int, check: bool,
+                guide: bool) -> Loop:
         """One call's attempts, as a loop the batcher drives (decode.py); returns (passed
         per attempt, completion tokens, redraws, finish reason, raw text, output, text)."""
         import llama_cpp
@@ -255,7 +256,7 @@ class Engine:
         self.prompt_evals += 1
         try:
             for attempt in range(attempts):
-                grammar = clone(self._grammar_for(args), owned)
+                grammar = clone(self._grammar_for(gbnf), owned)
                 tokens, finish, redrawn = yield from self._decoder.attempt(
                     len(prompt), start, grammar, temperature, top_p, rng,
                     guide_for(self.spec.site, self.spec.codec, args, self.spec.response_format)
