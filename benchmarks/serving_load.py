@@ -22,7 +22,8 @@ levels are the reference), and prints:
    budget) is over it is answered by the offline teacher instead, as the router does:
    overflow count and latency over all calls;
 4. decoding speed, merged vs adapter (the site's LoRA over the shared base): answer tokens
-   per second, greedy under the grammar, one caller;
+   per second, greedy under the grammar, one caller; both with the narrow head, and the
+   adapter once more with the whole output layer;
 5. RSS of a fresh process with 1, 5 and 10 sites resident, merged and as adapters: each
    extra site serves a copy of the version folder under its own name (distinct files,
    loaded separately, as separately trained versions would be), answering one map once
@@ -181,14 +182,16 @@ def decode_speed(folder: Path, data_dir: Path, maps: list[dict[str, Any]]) -> di
     from byllm_distill.runtime.engine import engine_for, unload
 
     out: dict[str, Any] = {}
-    for serving in ("merged", "adapter"):
-        engine = engine_for(SITE, folder=folder, serving=serving, data_dir=data_dir)
+    for name, serving, whole in (("merged", "merged", False), ("adapter", "adapter", False),
+                                 ("adapter_whole_layer", "adapter", True)):
+        with whole_output_layer() if whole else contextlib.nullcontext():
+            engine = engine_for(SITE, folder=folder, serving=serving, data_dir=data_dir)
         if engine.weights.serving != serving:
             raise SystemExit(f"{folder} cannot be served as {serving} (see the log)")
         engine.generate(maps[0], temperature=0.0, check=False)  # pages the model in
         rows = [engine.generate(a, temperature=0.0, check=False) for a in maps]
         tokens, seconds = sum(g.completion_tokens for g in rows), sum(g.seconds for g in rows)
-        out[serving] = {"tokens_per_s": round(tokens / seconds, 1), "answers": len(rows)}
+        out[name] = {"tokens_per_s": round(tokens / seconds, 1), "answers": len(rows)}
         unload()
     out["adapter_vs_merged"] = round(out["adapter"]["tokens_per_s"]
                                      / out["merged"]["tokens_per_s"], 2)
@@ -290,7 +293,9 @@ def main() -> None:
     result["decode"] = decode_speed(args.version_dir, args.data_dir, maps[:12])
     d = result["decode"]
     print(f"  decoding, greedy: merged {d['merged']['tokens_per_s']} tok/s, adapter "
-          f"{d['adapter']['tokens_per_s']} tok/s ({d['adapter_vs_merged']}x)", flush=True)
+          f"{d['adapter']['tokens_per_s']} tok/s ({d['adapter_vs_merged']}x; "
+          f"{d['adapter_whole_layer']['tokens_per_s']} tok/s with the whole output layer)",
+          flush=True)
     result["resident"] = {}
     for serving in ("merged", "adapter"):
         child = subprocess.run(

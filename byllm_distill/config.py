@@ -111,9 +111,10 @@ class DistillConfig:
                 "next pass when the model draws it (the answer is drawn as without).",
         "env": "BYLLM_DISTILL_DRAFTS"})
     narrow_head: bool = field(default=True, metadata={
-        "help": "Where a site's grammar writes only a few characters (a map), a merged "
+        "help": "Where a site's grammar writes only a few characters (a map), the "
                 "student scores only the tokens made of them instead of its whole "
-                "vocabulary (checked against llama.cpp's own logits at load).",
+                "vocabulary (checked against llama.cpp's own logits at load), merged or "
+                "served as an adapter.",
         "env": "BYLLM_DISTILL_NARROW_HEAD"})
     max_resident_mb: int = field(default=0, metadata={
         "help": "Memory budget in MB for the student models loaded in one process (their "

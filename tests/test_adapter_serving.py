@@ -136,6 +136,68 @@ def test_two_sites_share_one_base_and_answer_with_their_own_adapter(two_sites) -
         unload()
 
 
+def _forced_logits(engine, prompt: list[int], answer: list[int],
+                   chars: frozenset[str] | None) -> list:
+    """The next-token logits at each position of `answer` (teacher-forced) under `engine`'s
+    weights; with `chars`, scored by the narrow head for them (head.py)."""
+    from byllm_distill.runtime.decode import Eval
+
+    out: list = []
+
+    def loop():
+        out.append((yield Eval(list(prompt), 0)))
+        for pos, token in enumerate(answer[:-1], start=len(prompt)):
+            out.append((yield Eval([token], pos)))
+
+    engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate, None, chars)
+    return out
+
+
+def test_sites_served_as_adapters_score_only_what_their_grammar_writes(two_sites,
+                                                                      monkeypatch) -> None:
+    """The shared base gets a narrow head, checked at load; each site's calls use it with
+    their own adapter on, and its logits are the output layer's on the kept tokens. An
+    adapter with a LoRA on the output layer keeps the whole layer."""
+    import numpy as np
+
+    from byllm_distill.runtime import models
+    from byllm_distill.runtime.engine import engine_for, site_chars, unload
+
+    config, first, second, args = two_sites
+    try:
+        a = engine_for(SITE, folder=first.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        b = engine_for(OTHER, folder=second.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        chars = site_chars(a.spec)
+        head = a.batcher.head_for(chars)
+        assert a.weights.narrow and b.weights.narrow and head is not None
+        before = a.batcher.narrow_steps
+        a.generate(args, temperature=0.0), b.generate(args, temperature=0.0)
+        assert a.batcher.narrow_steps > before
+        for engine in (a, b):
+            prompt = engine.prompt(args)[1]
+            raw = engine.generate(args, temperature=0.0, check=False).raw
+            answer = engine.llama.tokenize(raw.encode(), add_bos=False, special=True)
+            narrow = _forced_logits(engine, prompt, answer, chars)
+            full = _forced_logits(engine, prompt, answer, None)
+            gaps = [float(np.max(np.abs(n[head.ids] - f[head.ids])))
+                    for n, f in zip(narrow, full, strict=True)]
+            same = [int(np.argmax(n)) == int(head.ids[np.argmax(f[head.ids])])
+                    for n, f in zip(narrow, full, strict=True)]
+            assert max(gaps) < 1.0 and sum(same) >= 0.95 * len(same), (max(gaps), same)
+        unload()
+        monkeypatch.setattr(models, "lora_on_output", lambda path: True)
+        a = engine_for(SITE, folder=first.path, version=1, serving="adapter",
+                       data_dir=config.data_dir)
+        assert not a.weights.narrow
+        before = a.batcher.narrow_steps
+        assert a.generate(args, temperature=0.0).output is not None
+        assert a.batcher.narrow_steps == before
+    finally:
+        unload()
+
+
 def test_without_an_adapter_or_its_base_a_version_serves_merged(two_sites,
                                                                   tmp_path: Path) -> None:
     from byllm_distill.runtime.engine import engine_for, unload

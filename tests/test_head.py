@@ -101,6 +101,37 @@ def test_narrow_logits_match_the_output_layer_on_the_kept_tokens(model) -> None:
         assert np.argmax(mine) == head.ids[np.argmax(theirs[head.ids])]
 
 
+def test_a_head_for_other_characters_is_made_on_first_use(model) -> None:
+    """A model whose tap passed its check (with one head) scores calls of another grammar
+    with a head made for their characters: the same logits as the output layer there."""
+    from byllm_distill.runtime.batch import Batcher
+
+    llama, head, tap, path = model
+    words = frozenset("0123456789+-= ")  # sums, not maps
+    prompt = llama.tokenize(b"Add the numbers.", add_bos=False, special=False)
+    answer = llama.tokenize(b"12 + 30 = 42", add_bos=False, special=False)
+    without_file = Batcher(llama, 2, head, tap)
+    batcher = Batcher(llama, 2, head, tap, path)
+    try:
+        assert without_file.head_for(words) is None  # no file to read other rows from
+        assert batcher.head_for(MAP_CHARS) is head and batcher.head_for(None) is None
+        other = batcher.head_for(words)
+        assert other is not None and other is not head and other.chars == words
+        assert batcher.head_for(words) is other  # made once
+        narrow: list = []
+        batcher.run(_loop(prompt, answer, narrow), "t", lambda: None, 256, words)
+        assert batcher.narrow_steps == len(answer) + 1
+        full: list = []
+        batcher.run(_loop(prompt, answer, full), "t", lambda: None, 256, None)
+    finally:
+        for each in (without_file, batcher):
+            with each.turns.exclusive():
+                each.close()
+    for mine, theirs in zip(narrow, full, strict=True):
+        assert np.max(np.abs(mine[other.ids] - theirs[other.ids])) < 1.0
+        assert np.argmax(mine) == other.ids[np.argmax(theirs[other.ids])]
+
+
 def test_a_step_with_a_call_that_needs_every_token_scores_every_token(model) -> None:
     from byllm_distill.runtime import batch as batch_module
 
@@ -111,9 +142,9 @@ def test_a_step_with_a_call_that_needs_every_token_scores_every_token(model) -> 
         outs: tuple[list, list] = ([], [])
         with batcher.turns.exclusive():  # both start in the same step
             calls = [batch_module._Call(_loop(prompt, [16, 17], outs[0]), "t", lambda: None,
-                                        0, 64, narrow=True),
+                                        0, 64, head=head),
                      batch_module._Call(_loop(prompt, [16, 17], outs[1]), "t", lambda: None,
-                                        1, 64, narrow=False)]
+                                        1, 64, head=None)]
             with batcher._cond:
                 batcher._incoming += calls
             batcher.drive(lambda: all(c.done.done() for c in calls))
@@ -153,3 +184,31 @@ def test_a_resident_without_a_head_is_loaded_again_without_the_tap(monkeypatch) 
         models._residents.pop("test-key")
         with resident.turns.exclusive():
             resident.close()
+
+
+def _lora_file(path, names: list[str]):
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    for name in names:
+        writer.add_tensor(name, np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_an_adapter_on_the_output_layer_is_told_apart(tmp_path) -> None:
+    """A site's LoRA on the output layer (or the tied embedding) changes what a head reads
+    from the base's file: such an adapter's calls keep the whole layer (models.py)."""
+    from byllm_distill.runtime.models import lora_on_output
+
+    layers = ["blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b"]
+    assert not lora_on_output(_lora_file(tmp_path / "layers.gguf", layers))
+    assert lora_on_output(_lora_file(tmp_path / "out.gguf", [*layers, "output.weight.lora_a"]))
+    assert lora_on_output(_lora_file(tmp_path / "emb.gguf", ["token_embd.weight.lora_a"]))
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03 not really")
+    assert lora_on_output(tmp_path / "broken.gguf")  # unreadable: keep the whole layer
+

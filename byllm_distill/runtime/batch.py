@@ -22,9 +22,9 @@ tokens into one `llama_batch` with logits for the last token of each, runs one
 `llama_decode` and sends each loop a copy of its logits (a request's draft, decode.py,
 is read only when its call is the step's only one: beside others its tokens would cost
 them time for a guess; then the loop gets two rows, after its tokens and after the
-draft; with a narrow head, head.py, a step whose calls all decode under grammars
-within its characters stops after the last hidden state and scores only the head's
-tokens); the loops' own Python
+draft; with narrow heads, head.py, a step whose calls all decode under closed
+grammars stops after the last hidden state and scores only the tokens of each call's own
+head); the loops' own Python
 (sampling, grammar, item checks) runs on the driver's thread, one after another. A
 prompt longer than the batch is spread over several steps. A sequence is emptied when
 its call ends, so the cells in use, and with them the attention each step reads, stay
@@ -65,7 +65,7 @@ class _Call:
     activate: Callable[[], None]
     seq: int  # its sequence in the context
     need: int  # KV cells it may fill at most
-    narrow: bool = False  # its grammar writes only what the model's narrow head keeps
+    head: Head | None = None  # the narrow head its grammar fits (head.py), if any
     done: Future = field(default_factory=Future)
     request: Eval | None = None
     sent: int = 0  # tokens of `request` already decoded (a long prompt takes several steps)
@@ -74,11 +74,16 @@ class _Call:
 
 class Batcher:
     def __init__(self, llama: Any, slots: int, head: Head | None = None,
-                 tap: Tap | None = None) -> None:
+                 tap: Tap | None = None, gguf: str | None = None) -> None:
         import llama_cpp
 
         self.llama = llama
         self.head, self._tap = head, tap  # the narrow output layer, if any (head.py)
+        # With `gguf` (the loaded file), heads for other characters are made as calls
+        # need them, on the model `head` checked; a head for a character set, or None.
+        self._gguf = gguf if head is not None else None
+        self._heads: dict[frozenset[str], Head | None] = {}
+        self._heads_lock = threading.Lock()
         self.narrow_steps = 0  # steps that scored only the head's tokens
         self.slots = slots
         self.cells = llama.n_ctx()
@@ -113,9 +118,9 @@ class Batcher:
         if need > self.cells:
             raise ValueError(f"a call that may fill {need} KV cells cannot run in a cache "
                              f"of {self.cells}")
-        narrow = self.head is not None and self.head.covers(chars)
+        head = self.head_for(chars)
         with self.turns.turn() as slot:
-            call = _Call(loop, tag, activate, slot, need, narrow)
+            call = _Call(loop, tag, activate, slot, need, head)
             with self._cond:
                 if self._closed:
                     raise RuntimeError("this model was unloaded while the call waited; "
@@ -126,6 +131,21 @@ class Batcher:
                     self._cond.wait(0.5)  # the stepping thread answers it
             self.drive(call.done.done)  # returns at once if it did
             return call.done.result()
+
+    def head_for(self, chars: frozenset[str] | None) -> Head | None:
+        """The narrow head for a grammar writing `chars` (None: open), if this model has
+        one: the checked head where it covers them, else one made for them on first use
+        (the model's check holds for any rows of its output layer)."""
+        if chars is None or self.head is None:
+            return None
+        if self.head.covers(chars):
+            return self.head
+        if self._gguf is None:
+            return None
+        with self._heads_lock:
+            if chars not in self._heads:
+                self._heads[chars] = Head.rows_for(self.llama, self._gguf, chars)
+            return self._heads[chars]
 
     def _stepping(self) -> bool:
         return self._stepper is not None and self._stepper.is_alive()
@@ -254,7 +274,7 @@ class Batcher:
                 outputs += [n - 1 - len(draft)] + ([n - 1] if draft else [])
         batch.n_tokens = n
         # Only the head's tokens are scored when every call of the step can do with them.
-        narrow = self._tap is not None and all(c.narrow for c in added)
+        narrow = self._tap is not None and all(c.head is not None for c in added)
         try:
             added[0].activate()
             if self._tap is not None:
@@ -278,15 +298,15 @@ class Batcher:
         n_vocab = self.llama.n_vocab()
         self.narrow_steps += narrow
 
-        def logits_at(row: int) -> Any:
-            if narrow and self.head is not None and self._tap is not None:
-                return self.head.logits(self._tap.hidden[outputs.index(row)])
+        def logits_at(call: _Call, row: int) -> Any:
+            if narrow and call.head is not None and self._tap is not None:
+                return call.head.logits(self._tap.hidden[outputs.index(row)])
             return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, row),
                                          shape=(n_vocab,)).copy()
 
         for call, row, draft_row in rows:
-            self._advance(call, logits_at(row) if draft_row is None else np.stack(
-                [logits_at(row), logits_at(draft_row)]))
+            self._advance(call, logits_at(call, row) if draft_row is None else np.stack(
+                [logits_at(call, row), logits_at(call, draft_row)]))
 
 
 @atexit.register

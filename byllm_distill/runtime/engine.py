@@ -235,7 +235,8 @@ class Engine:
         gbnf = self.gbnf(args)  # built once per call, for every attempt and the head
         answer = self.batcher.run(
             self._answer(args, gbnf, prompt, temperature, top_p, rng, attempts, check, guide),
-            self.weights.tag, self.weights.activate, need, self._chars_of(gbnf))
+            self.weights.tag, self.weights.activate, need,
+            self._chars_of(gbnf) if self.weights.narrow else None)
         passed, completion, redraws, finish, raw, output, answer_text = answer
         return Generation(text=answer_text, prompt_tokens=len(prompt) * len(passed),
                           completion_tokens=completion,
@@ -344,7 +345,8 @@ def engine_for(site: str, data_dir: Path | None = None, version: int | None = No
         try:
             chars = site_chars(spec) if config.narrow_head else None
             engine = Engine(spec, weights_for(spec, serving, data_dir, config.max_batch,
-                                              chars), serving, config.drafts)
+                                              chars, config.narrow_head),
+                            serving, config.drafts)
         except BaseException:
             _release_unused()
             raise

@@ -25,9 +25,17 @@ digits, brackets and commas) every other token is forbidden anyway. So for such 
 from the tap against llama.cpp's own must agree (same best token, differences under
 `TOLERANCE`); a model whose graph names its last state otherwise, or whose logits are not
 a plain product (a logit scale or soft-capping), fails the check and keeps its output
-layer (logged). Only merged models get a tap (a shared base may carry a site's adapter on
-its output layer), and only where the site's grammar is closed. The batcher turns the tap
-on for a step whose calls all decode under grammars within the kept characters.
+layer (logged). The check is about the model, not the characters: once one head of a
+model passed it, `Head.rows_for` makes heads for other characters without decoding.
+
+Which models get a tap (models.py): a merged model where its site's grammar is closed;
+a shared base whenever narrow heads are on (config `narrow_head`), checked with the head
+of the site that loads it or, where that site's grammar is open, with `CHECK_CHARS`, so
+the closed-grammar sites served as adapters after it get heads too. A site's adapter
+with a LoRA on the output layer would change the rows a head reads from the base's file:
+its calls keep the whole layer. The batcher (batch.py) gives each call the head for its
+grammar's characters (`Batcher.head_for`, made on first use) and turns the tap on for a
+step whose calls all have one; each call's logits come from its own head.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ LAST_STATE = b"result_norm"  # llama.cpp's name for the last hidden state
 MAX_KEPT = 4096  # a grammar admitting more tokens than this keeps the output layer
 TOLERANCE = 1.0  # the check's largest logit difference (8-bit rounding is ~0.5 here)
 _RANGE = 128  # a character class range wider than this counts as open
+CHECK_TEXT = "[[1,2],[3,4]],[[5"  # what the check decodes; its last token is kept
+CHECK_CHARS = frozenset("0123456789[],")  # a head to check a model with, where no site gives one
 
 _RULE = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*::=", re.M)
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "[": "[", "]": "]",
@@ -192,11 +202,26 @@ class Head:
     @classmethod
     def build(cls, llama: Any, gguf: str, chars: frozenset[str], tap: Tap) -> Head | None:
         """The head for `chars` on the model loaded from `gguf`, checked against llama.cpp's
-        own logits (see the module docstring); None where it would not help or fails."""
+        own logits (see the module docstring); None where it would not help or fails. Run
+        it while no call decodes on the model (it uses the whole KV cache)."""
+        head = cls.rows_for(llama, gguf, chars)
+        if head is None:
+            return None
+        why = head._check(llama, tap)
+        if why:
+            log.warning("byllm-distill: %s: logits from the last hidden state do not match "
+                        "llama.cpp's (%s); it keeps llama.cpp's output layer.", gguf, why)
+            return None
+        return head
+
+    @classmethod
+    def rows_for(cls, llama: Any, gguf: str, chars: frozenset[str]) -> Head | None:
+        """The head for `chars` without the check: for a model whose tap another head of
+        it has passed (the check is about the model: its last state's name and a plain
+        output product). None where it would not help or cannot be read. Any thread."""
         import llama_cpp
         import numpy as np
 
-        n_vocab = llama.n_vocab()
         ids = kept_tokens(llama, chars)
         if len(ids) > MAX_KEPT:
             return None
@@ -206,20 +231,14 @@ class Head:
             log.warning("byllm-distill: %s: its output layer cannot be read (%s); it keeps "
                         "llama.cpp's.", gguf, exc)
             return None
-        head = cls(chars, np.asarray(ids, dtype=np.int64), rows, n_vocab)
-        why = head._check(llama, tap)
-        if why:
-            log.warning("byllm-distill: %s: logits from the last hidden state do not match "
-                        "llama.cpp's (%s); it keeps llama.cpp's output layer.", gguf, why)
-            return None
-        return head
+        return cls(chars, np.asarray(ids, dtype=np.int64), rows, llama.n_vocab())
 
     def _check(self, llama: Any, tap: Tap) -> str | None:
         """Why the kept tokens' logits from the tap differ from llama.cpp's, or None."""
         import llama_cpp
         import numpy as np
 
-        tokens = llama.tokenize(b"[[1,2],[3,4]],[[5", add_bos=False, special=False)
+        tokens = llama.tokenize(CHECK_TEXT.encode(), add_bos=False, special=False)
         memory = llama_cpp.llama_get_memory(llama.ctx)
         array = (llama_cpp.llama_token * len(tokens))(*tokens)  # kept while decoding
         batch = llama_cpp.llama_batch_get_one(array, len(tokens))

@@ -19,7 +19,10 @@ more; the batcher starts a call only when the cells it may fill are free, and th
 answering share each forward pass. `Weights.activate()`, which the batcher runs before
 each step, sets that engine's adapter (or none) on the context, so no sequence ever
 decodes with another site's adapter; `Weights.tag` names the weights (the merged file, or
-base + adapter). `Resident.size_mb` is what `max_resident_mb` counts: weights, KV cache
+base + adapter). Narrow heads (head.py): a merged model gets one where its site's grammar
+is closed; a shared base whenever `narrow_head` is on (for the adapters after it), and a
+site's adapter is served with one only where its LoRA leaves the output layer alone
+(`Weights.narrow`). `Resident.size_mb` is what `max_resident_mb` counts: weights, KV cache
 and adapters. `release(used)` frees adapters and closes every `Llama` no engine uses any
 more, once no call answers on it (its batcher ends first, and its adapters are taken off
 its context and freed before it closes).
@@ -42,7 +45,7 @@ from typing import Any
 from byllm_distill.bases import find_base
 from byllm_distill.registry import ArtifactError
 from byllm_distill.runtime.batch import Batcher
-from byllm_distill.runtime.head import Head, Tap
+from byllm_distill.runtime.head import CHECK_CHARS, Head, Tap
 from byllm_distill.runtime.load import Turns
 from byllm_distill.runtime.spec import StudentSpec
 
@@ -61,6 +64,8 @@ class Resident:
     batcher: Batcher
     n_ctx: int  # KV cells, shared by its sequences: the most one call may fill
     adapters: dict[str, Any] = field(default_factory=dict)  # adapter path -> llama.cpp handle
+    # adapter path -> whether it leaves the output layer alone (a narrow head fits it)
+    plain: dict[str, bool] = field(default_factory=dict)
 
     @property
     def turns(self) -> Turns:
@@ -89,6 +94,7 @@ class Resident:
         llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
         for path in paths:
             llama_cpp.llama_adapter_lora_free(self.adapters.pop(path))
+            self.plain.pop(path, None)
 
     def close(self) -> None:
         self.batcher.close()
@@ -116,6 +122,13 @@ class Weights:
     @property
     def serving(self) -> str:
         return "adapter" if self.adapter else "merged"
+
+    @property
+    def narrow(self) -> bool:
+        """Whether its calls may score only a narrow head's tokens (head.py): a site's
+        adapter with a LoRA on the output layer changes that layer, which the head reads
+        from the base's file."""
+        return self.adapter is None or self.resident.plain.get(self.adapter, False)
 
     @property
     def tag(self) -> str:
@@ -222,7 +235,8 @@ def _resident(key: str, path: Path, n_ctx: int, site: str, slots: int,
         if head is None:  # the callback would cost every pass for nothing: load again
             llama.close()
             tap, llama = None, _load(path, n_ctx, site, slots, None)
-    _residents[key] = Resident(llama, Batcher(llama, slots, head, tap), llama.n_ctx())
+    _residents[key] = Resident(llama, Batcher(llama, slots, head, tap, str(path)),
+                               llama.n_ctx())
     return _residents[key]
 
 
@@ -254,9 +268,12 @@ def _base_for(spec: StudentSpec, data_dir: Path | None) -> tuple[Path, Path] | N
 
 
 def weights_for(spec: StudentSpec, serving: str = "merged", data_dir: Path | None = None,
-                slots: int = DEFAULT_SLOTS, chars: frozenset[str] | None = None) -> Weights:
+                slots: int = DEFAULT_SLOTS, chars: frozenset[str] | None = None,
+                narrow_head: bool = False) -> Weights:
     """The weights `spec`'s engine decodes with (see the module docstring); `slots`: the
-    calls its model answers at once; `chars`: what the site's grammar writes, if closed."""
+    calls its model answers at once; `chars`: what the site's grammar writes, if closed.
+    With `narrow_head`, a shared base loaded now gets a narrow head (head.py) even where
+    this site's grammar is open, for the sites after it whose grammars are closed."""
     if serving not in SERVING_MODES:
         raise ValueError(f"serving must be one of {', '.join(SERVING_MODES)}, not {serving!r}")
     found = _base_for(spec, data_dir) if serving == "adapter" else None
@@ -268,7 +285,8 @@ def weights_for(spec: StudentSpec, serving: str = "merged", data_dir: Path | Non
     base, adapter_file = found
     n_ctx = max(spec.n_ctx, BASE_N_CTX)
     key = f"{base.resolve()}@{n_ctx}"
-    resident = _resident(key, base, n_ctx, spec.site, slots)
+    resident = _resident(key, base, n_ctx, spec.site, slots,
+                         chars or (CHECK_CHARS if narrow_head else None))
     adapter = str(adapter_file.resolve())
     if adapter not in resident.adapters:
         handle = llama_cpp.llama_adapter_lora_init(resident.llama.model, adapter.encode())
@@ -277,7 +295,20 @@ def weights_for(spec: StudentSpec, serving: str = "merged", data_dir: Path | Non
                                 f"adapter over {base}; retrain with `byllm-distill train "
                                 f"{spec.site}`.")
         resident.adapters[adapter] = handle
+        resident.plain[adapter] = not lora_on_output(adapter_file)
     return Weights(resident, key, adapter)
+
+
+def lora_on_output(adapter: Path) -> bool:
+    """Whether a LoRA GGUF changes the output layer (or the tied embedding); unreadable
+    counts as yes."""
+    try:
+        from gguf import GGUFReader
+
+        names = [t.name for t in GGUFReader(str(adapter)).tensors]
+    except Exception:  # noqa: BLE001 - llama.cpp loaded it; be safe, keep the whole layer
+        return True
+    return any(n.startswith(("output.", "token_embd.")) for n in names)
 
 
 def loaded_mb(used: list[Weights]) -> float:
