@@ -90,15 +90,16 @@ def rss_mb() -> float:
 @contextlib.contextmanager
 def whole_output_layer() -> Iterator[None]:
     """Engines loaded inside score every token with llama.cpp's output layer (no narrow
-    head, runtime/head.py), as before it."""
-    from byllm_distill.runtime import engine as engine_module
-
-    narrow = engine_module.site_chars
-    engine_module.site_chars = lambda spec: None
+    head, runtime/head.py), as before it: the `narrow_head` setting off while they load."""
+    before = os.environ.get("BYLLM_DISTILL_NARROW_HEAD")
+    os.environ["BYLLM_DISTILL_NARROW_HEAD"] = "false"
     try:
         yield
     finally:
-        engine_module.site_chars = narrow
+        if before is None:
+            del os.environ["BYLLM_DISTILL_NARROW_HEAD"]
+        else:
+            os.environ["BYLLM_DISTILL_NARROW_HEAD"] = before
 
 
 def _pct(values: list[float], p: float) -> float:
