@@ -9,7 +9,8 @@ Q4_K_M and Q4_0 apart with confidence; this one looks at every token.
 It exports the version's adapter once more to F16 (no quantization: the reference), then
 quantizes that F16 file to each of `--quants` with llama.cpp, and for each one, teacher-
 forced over the version's first `--answers` training answers (`dataset/train.jsonl`,
-each after its prompt in the model's chat format), prints the KL divergence from the F16
+each after its prompt as the student runtime writes it: the manifest's prompt format
+around the user message), prints the KL divergence from the F16
 model's next-token distribution at every answer position (whole vocabulary, T=1; mean
 and p99), how often the best token is the same, the file's size and the median time of a
 one-token forward pass (2 threads, ~150 cells in the cache).
@@ -37,13 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PASSES = 40  # one-token passes timed per quant
 
 
-def chat_prompt(messages: list[dict[str, str]]) -> str:
-    """ChatML (SmolLM2's template) for everything before the answer."""
-    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
-                   for m in messages) + "<|im_start|>assistant\n"
-
-
-def log_probs(gguf: Path, examples: list[tuple[str, str]]) -> tuple[list[Any], float]:
+def log_probs(gguf: Path, examples: list[tuple[str, str]], add_bos: bool
+              ) -> tuple[list[Any], float]:
     """Per example, the log-probabilities at each answer position; and the median ms of
     a one-token pass."""
     import llama_cpp
@@ -58,7 +54,7 @@ def log_probs(gguf: Path, examples: list[tuple[str, str]]) -> tuple[list[Any], f
     try:
         out = []
         for prompt, answer in examples:
-            head = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+            head = llama.tokenize(prompt.encode(), add_bos=add_bos, special=True)
             body = llama.tokenize(answer.encode(), add_bos=False, special=False)
             llama.reset()
             llama.eval(head + body)
@@ -99,14 +95,16 @@ def main() -> None:
         raise SystemExit(f"{args.version} is trained on {manifest['base_model']['name']}; "
                          f"this benchmark exports from the embedded base ({EMBEDDED}) only")
     lines = (args.version / "dataset" / "train.jsonl").read_text().splitlines()[:args.answers]
-    examples = [(chat_prompt(m[:-1]), m[-1]["content"])
+    fmt = manifest["serving"]["prompt_format"]  # what the runtime wraps a prompt in
+    examples = [(fmt["prefix"] + m[-2]["content"] + fmt["suffix"], m[-1]["content"])
                 for m in (json.loads(line)["messages"] for line in lines)]
+    add_bos = bool(fmt.get("add_bos"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="quant-per-token-") as tmp:
         f16 = Path(tmp) / "F16.gguf"
         print(f"exporting {args.version / 'adapter'} to F16 ...", flush=True)
         export_gguf(resolve_base(), args.version / "adapter", f16, "F16")
-        reference, f16_ms = log_probs(f16, examples)
+        reference, f16_ms = log_probs(f16, examples, add_bos)
         print(f"F16: {f16.stat().st_size / 1e6:.1f} MB, one-token pass {f16_ms:.2f} ms",
               flush=True)
         for quant in args.quants:
@@ -117,7 +115,7 @@ def main() -> None:
             if llama_cpp.llama_model_quantize(str(f16).encode(), str(path).encode(),
                                               ctypes.byref(params)) != 0:
                 raise SystemExit(f"quantizing to {quant} failed")
-            got, ms = log_probs(path, examples)
+            got, ms = log_probs(path, examples, add_bos)
             kls, same, positions = [], 0, 0
             for ref, mine in zip(reference, got, strict=True):
                 kls.extend((np.exp(ref) * (ref - mine)).sum(axis=1))

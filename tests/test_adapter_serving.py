@@ -47,24 +47,29 @@ def two_sites(tmp_path_factory: pytest.TempPathFactory):
     return config, first, second, args
 
 
-def _forced_picks(engine, prompt: list[int], answer: list[int],
-                  need: int | None = None) -> list[int]:
-    """The greedy pick at each position of `answer` (teacher-forced) under `engine`'s
+def _forced_logits(engine, prompt: list[int], answer: list[int], need: int | None = None,
+                   chars: frozenset[str] | None = None) -> list:
+    """The next-token logits at each position of `answer` (teacher-forced) under `engine`'s
     weights, decoded by its batcher like any call (`need`: its KV cells; default all, so
-    it decodes alone)."""
-    import numpy as np
-
+    it decodes alone); with `chars`, scored by the narrow head for them (head.py)."""
     from byllm_distill.runtime.decode import Eval
 
     def loop():
-        logits = yield Eval(list(prompt), 0)
-        picks = [int(np.argmax(logits))]
+        out = [(yield Eval(list(prompt), 0))]
         for pos, token in enumerate(answer[:-1], start=len(prompt)):
-            logits = yield Eval([token], pos)
-            picks.append(int(np.argmax(logits)))
-        return picks
+            out.append((yield Eval([token], pos)))
+        return out
 
-    return engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate, need)
+    return engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate, need,
+                              chars)
+
+
+def _forced_picks(engine, prompt: list[int], answer: list[int],
+                  need: int | None = None) -> list[int]:
+    """The greedy pick at each position of `answer` (teacher-forced), see _forced_logits."""
+    import numpy as np
+
+    return [int(np.argmax(logits)) for logits in _forced_logits(engine, prompt, answer, need)]
 
 
 def _at_once(engines: list, prompt: list[int], answer: list[int]) -> dict:
@@ -136,23 +141,6 @@ def test_two_sites_share_one_base_and_answer_with_their_own_adapter(two_sites) -
         unload()
 
 
-def _forced_logits(engine, prompt: list[int], answer: list[int],
-                   chars: frozenset[str] | None) -> list:
-    """The next-token logits at each position of `answer` (teacher-forced) under `engine`'s
-    weights; with `chars`, scored by the narrow head for them (head.py)."""
-    from byllm_distill.runtime.decode import Eval
-
-    out: list = []
-
-    def loop():
-        out.append((yield Eval(list(prompt), 0)))
-        for pos, token in enumerate(answer[:-1], start=len(prompt)):
-            out.append((yield Eval([token], pos)))
-
-    engine.batcher.run(loop(), engine.weights.tag, engine.weights.activate, None, chars)
-    return out
-
-
 def test_sites_served_as_adapters_score_only_what_their_grammar_writes(two_sites,
                                                                       monkeypatch) -> None:
     """The shared base gets a narrow head, checked at load; each site's calls use it with
@@ -179,8 +167,8 @@ def test_sites_served_as_adapters_score_only_what_their_grammar_writes(two_sites
             prompt = engine.prompt(args)[1]
             raw = engine.generate(args, temperature=0.0, check=False).raw
             answer = engine.llama.tokenize(raw.encode(), add_bos=False, special=True)
-            narrow = _forced_logits(engine, prompt, answer, chars)
-            full = _forced_logits(engine, prompt, answer, None)
+            narrow = _forced_logits(engine, prompt, answer, chars=chars)
+            full = _forced_logits(engine, prompt, answer)
             gaps = [float(np.max(np.abs(n[head.ids] - f[head.ids])))
                     for n, f in zip(narrow, full, strict=True)]
             same = [int(np.argmax(n)) == int(head.ids[np.argmax(f[head.ids])])
