@@ -82,6 +82,45 @@ def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill
     assert b"Paris" in stored and SECRET.encode() not in stored
 
 
+def test_a_response_litellm_did_not_price_is_priced_off_the_callers_thread(
+        jac_loaded: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model litellm has no price for (a self-hosted teacher) comes back unpriced; the
+    price-table lookup (~50-70 µs) then runs where the record is built, on the writer
+    thread, and what it finds is the record's cost."""
+    import threading
+
+    import litellm
+
+    from byllm_distill.config import load_config
+
+    asked: list[str] = []
+
+    def price(*args: object, **kwargs: object) -> float:
+        asked.append(threading.current_thread().name)
+        return 0.25
+
+    monkeypatch.setattr(litellm, "completion_cost", price)
+    with OpenAIServer(model="local-teacher") as server:
+        server.answers.append("Paris")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_BASE", server.base_url)
+        model = _byllm()(model_name="openai/local-teacher", api_key=SECRET)
+
+        @byllm_distill.by(model)
+        def capital_of(country: str) -> str:
+            """Name the capital city of the country."""
+
+        assert capital_of("France") == "Paris"
+        assert asked == []  # nothing priced while the caller waited
+        assert byllm_distill.flush()
+    caller = threading.current_thread().name
+    assert asked and caller not in asked, (asked, caller)
+    store = Store(load_config().database_url)
+    (record,) = list(store.iter_records())
+    store.close()
+    assert record.cost == 0.25 and record.model == "local-teacher"
+
+
 def test_http_client_path_and_structured_output(jac_loaded: None, store_backend: str) -> None:
     # byLLM's `http_client` mode posts straight to the endpoint with httpx. (Its `proxy`
     # mode is not tested: byLLM 0.6.19 fails on the OpenAI client's response object.)

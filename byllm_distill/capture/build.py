@@ -8,8 +8,9 @@ and the output through `serialize.snapshot` (immutable values as they are, anyth
 mutable serialised at once, so a program that changes a list or `self` right after the
 call does not change its record), latency, the error's text and the time. Everything else,
 building the messages' JSON, naming arguments, serialising the immutable rest, the site's
-fingerprint and scrubbing the key, is `build_record`, which capture runs on its writer
-thread (or on the caller's, for the router, which scores the record before answering).
+fingerprint, pricing a response litellm did not price and scrubbing the key, is
+`build_record`, which capture runs on its writer thread (or on the caller's, for the
+router, which scores the record before answering).
 
 The messages and response schema are the request byLLM handed its provider when there was
 one (else the prompt byLLM built and the site's schema); the raw text is the last attempt's.
@@ -171,7 +172,7 @@ def build_record(call: Call) -> Record:
         output=_scrub(output, secrets),
         latency_ms=round(call.latency_ms, 3),
         usage=usage,
-        cost=recorder.cost,
+        cost=recorder.total_cost(),
         status="error" if error is not None else "ok",
         error=_scrub(error, secrets),
         id=new_record_id(call.time_ns),

@@ -33,8 +33,9 @@ class CallRecorder:
     params: dict[str, Any] | None = None
     texts: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
-    cost: float | None = None
+    cost: float | None = None  # what the responses came priced with
     served_by: str | None = None
+    unpriced: list[Any] = field(default_factory=list)  # responses litellm may price later
 
     def observe(self, params: dict[str, Any], response: Any) -> None:
         if self.params is None:
@@ -49,21 +50,32 @@ class CallRecorder:
             value = _get(usage, key)
             if isinstance(value, int):
                 self.usage[key] = self.usage.get(key, 0) + value
-        cost = _response_cost(response)
-        if cost is not None:
-            self.cost = (self.cost or 0.0) + cost
+        hidden = getattr(response, "_hidden_params", None)
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if isinstance(cost, int | float):
+            self.cost = (self.cost or 0.0) + float(cost)
+        elif hasattr(response, "_hidden_params"):  # a litellm response without a price
+            self.unpriced.append(response)  # priced by `total_cost`, off the caller's thread
+
+    def total_cost(self) -> float | None:
+        """The call's cost: the prices the responses came with, plus litellm's price table
+        for those that came without one (~50-70 µs per response, so `build_record` asks
+        this on the writer thread, not the caller's). None when nothing had a price."""
+        total = self.cost
+        for response in self.unpriced:
+            cost = _litellm_price(response)
+            if cost is not None:
+                total = (total or 0.0) + cost
+        return total
 
 
-def _response_cost(response: Any) -> float | None:
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
-    if cost is None and hasattr(response, "_hidden_params"):
-        import litellm  # already imported by byLLM; here only for its price table
+def _litellm_price(response: Any) -> float | None:
+    import litellm  # already imported by byLLM; here only for its price table
 
-        try:
-            cost = litellm.completion_cost(completion_response=response)
-        except Exception:  # noqa: BLE001 - unknown price is normal, not an error
-            cost = None
+    try:
+        cost = litellm.completion_cost(completion_response=response)
+    except Exception:  # noqa: BLE001 - unknown price is normal, not an error
+        return None
     return float(cost) if isinstance(cost, int | float) else None
 
 
