@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,22 +50,30 @@ def _stored_bytes(url: str, home: Path) -> bytes:
     return "\n".join(rows).encode() + files
 
 
-def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill_home: Path,
-                                                      store_backend: str,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    with OpenAIServer(model="gpt-4o-mini") as server:
+def _ask_capital_of_france(model_name: str, monkeypatch: pytest.MonkeyPatch,
+                           before_flush: Callable[[], bool] = lambda: True) -> OpenAIServer:
+    """One captured call through byLLM's litellm path to a local server answering as
+    `model_name`; `before_flush` must hold once the call returned, before the flush."""
+    with OpenAIServer(model=model_name) as server:
         server.answers.append("Paris")
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_BASE", server.base_url)
-        model = _byllm()(model_name="openai/gpt-4o-mini", api_key=SECRET)
+        model = _byllm()(model_name=f"openai/{model_name}", api_key=SECRET)
 
         @byllm_distill.by(model)
         def capital_of(country: str) -> str:
             """Name the capital city of the country."""
 
         assert capital_of("France") == "Paris"
+        assert before_flush()
         assert byllm_distill.flush()
+    return server
 
+
+def test_python_api_captures_litellm_answer_usage_cost(jac_loaded: None, distill_home: Path,
+                                                      store_backend: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    server = _ask_capital_of_france("gpt-4o-mini", monkeypatch)
     sent = server.requests[0]
     headers = {k.lower(): v for k, v in sent["headers"].items()}
     assert headers["authorization"] == f"Bearer {SECRET}"  # the call really used the key
@@ -100,19 +109,8 @@ def test_a_response_litellm_did_not_price_is_priced_off_the_callers_thread(
         return 0.25
 
     monkeypatch.setattr(litellm, "completion_cost", price)
-    with OpenAIServer(model="local-teacher") as server:
-        server.answers.append("Paris")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.setenv("OPENAI_API_BASE", server.base_url)
-        model = _byllm()(model_name="openai/local-teacher", api_key=SECRET)
-
-        @byllm_distill.by(model)
-        def capital_of(country: str) -> str:
-            """Name the capital city of the country."""
-
-        assert capital_of("France") == "Paris"
-        assert asked == []  # nothing priced while the caller waited
-        assert byllm_distill.flush()
+    _ask_capital_of_france("local-teacher", monkeypatch,
+                           before_flush=lambda: asked == [])  # nothing priced while it waited
     caller = threading.current_thread().name
     assert asked and caller not in asked, (asked, caller)
     store = Store(load_config().database_url)
