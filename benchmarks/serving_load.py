@@ -52,9 +52,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -87,19 +87,10 @@ def rss_mb() -> float:
     return float("nan")
 
 
-@contextlib.contextmanager
-def whole_output_layer() -> Iterator[None]:
+def whole_output_layer() -> contextlib.AbstractContextManager[Any]:
     """Engines loaded inside score every token with llama.cpp's output layer (no narrow
     head, runtime/head.py), as before it: the `narrow_head` setting off while they load."""
-    before = os.environ.get("BYLLM_DISTILL_NARROW_HEAD")
-    os.environ["BYLLM_DISTILL_NARROW_HEAD"] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["BYLLM_DISTILL_NARROW_HEAD"]
-        else:
-            os.environ["BYLLM_DISTILL_NARROW_HEAD"] = before
+    return mock.patch.dict(os.environ, {"BYLLM_DISTILL_NARROW_HEAD": "false"})
 
 
 def _pct(values: list[float], p: float) -> float:
